@@ -1,0 +1,70 @@
+// swift-tools-version:6.0
+// PPFlow toolkit: read DiT/SiT weights, convert them to Pyramidal Patchification Flow models,
+// fine-tune and sample, with parity against the official PyTorch code.
+//
+// Layering (bytes -> checkpoint IO -> conversion -> model -> training/sampling -> checkpoint IO):
+//   C shims (COpenBLAS, CLibZip, CJSONC), each imported by exactly one Swift module
+//   PPTensor       dtypes, half/bfloat conversions, byte storages (mmap), tensor views, errors
+//   PPJSON         json-c wrapper: JSON values, strict parsing (duplicate keys), deterministic output
+//   PPSafetensors  safetensors reader/writer, sharded sets
+//   PPTorchFormat  zip archives (libzip), restricted unpickler, torch.save reader and writer
+//   PPCheckpoint   format detection, archives, diffusers mapping, native PPFlow checkpoints
+//   PPKernels      float32 kernels (BLAS, attention, norms, activations) with reference twins
+//   PPModel        configs, parameter layout, DiT/SiT/PPFlow forward (and backward)
+//   PPConvert      from-dit: key rules, pyramid initializers, verification
+//   PPSample       ODE samplers, guidance, PNG output
+//   PPTrain        loss, AdamW, EMA, data, recipes, trainer
+//   ppconvert / ppsample / ppfinetune   thin command-line front ends
+import PackageDescription
+
+let package = Package(
+    name: "PPFlowToolkit",
+    products: [
+        .executable(name: "ppconvert", targets: ["ppconvert"]),
+        .executable(name: "ppsample", targets: ["ppsample"]),
+        .executable(name: "ppfinetune", targets: ["ppfinetune"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CLibZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
+        .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
+
+        .target(name: "PPTensor"),
+        .target(name: "PPJSON", dependencies: ["CJSONC", "PPTensor"]),
+        .target(name: "PPSafetensors", dependencies: ["PPTensor", "PPJSON"]),
+        .target(name: "PPTorchFormat", dependencies: ["PPTensor", "CLibZip"]),
+        .target(name: "PPCheckpoint", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
+        .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
+        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel"]),
+        .target(name: "PPSample", dependencies: ["PPTensor", "PPCheckpoint", "PPModel", "PPKernels"]),
+        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
+
+        .executableTarget(name: "ppconvert", dependencies: [
+            "PPConvert", "PPCheckpoint", "PPModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "ppsample", dependencies: [
+            "PPSample", "PPCheckpoint", "PPModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "ppfinetune", dependencies: [
+            "PPTrain", "PPCheckpoint", "PPModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "PPTensorTests", dependencies: ["PPTensor"]),
+        .testTarget(name: "PPJSONTests", dependencies: ["PPJSON"]),
+        .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPTensor"]),
+        .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTorchFormat", "PPTensor"]),
+        .testTarget(name: "PPCheckpointTests", dependencies: ["PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
+        .testTarget(name: "PPKernelsTests", dependencies: ["PPKernels"]),
+        .testTarget(name: "PPModelTests", dependencies: ["PPModel", "PPCheckpoint", "PPTensor"]),
+        .testTarget(name: "PPConvertTests", dependencies: ["PPConvert", "PPCheckpoint", "PPModel", "PPTensor"]),
+        .testTarget(name: "PPSampleTests", dependencies: ["PPSample", "PPModel", "PPCheckpoint", "PPTensor"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTrain", "PPModel", "PPCheckpoint", "PPTensor"]),
+    ]
+)

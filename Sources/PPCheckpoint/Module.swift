@@ -1,0 +1,1 @@
+// Module PPCheckpoint: see Package.swift for its place in the layering.

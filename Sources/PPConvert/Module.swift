@@ -1,0 +1,1 @@
+// Module PPConvert: see Package.swift for its place in the layering.

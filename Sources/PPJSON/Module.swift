@@ -1,0 +1,1 @@
+// Module PPJSON: see Package.swift for its place in the layering.

@@ -1,0 +1,1 @@
+// Module PPKernels: see Package.swift for its place in the layering.

@@ -1,0 +1,1 @@
+// Module PPModel: see Package.swift for its place in the layering.

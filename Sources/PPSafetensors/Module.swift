@@ -1,0 +1,1 @@
+// Module PPSafetensors: see Package.swift for its place in the layering.

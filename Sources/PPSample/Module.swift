@@ -1,0 +1,1 @@
+// Module PPSample: see Package.swift for its place in the layering.

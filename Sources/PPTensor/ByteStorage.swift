@@ -1,0 +1,72 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Bytes that tensors point into: a read-only memory mapping of a file (so a 2.7 GB checkpoint costs
+/// no resident memory until it is read), or a heap block the storage owns (decompressed zip entries,
+/// tensors built in memory). Immutable after creation, so it is safe to share between threads.
+public final class ByteStorage: @unchecked Sendable {
+    public let bytes: UnsafeRawBufferPointer
+    /// Where the bytes came from, for error messages.
+    public let origin: String
+    private let release: () -> Void
+
+    /// Maps `path` read-only. An empty file gives an empty storage (mmap refuses length 0).
+    public init(mappingFile path: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else {
+            let kind: PPError.Kind = errno == ENOENT ? .missingInput : .io
+            throw PPError(kind, file: path, String(cString: strerror(errno)))
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw PPError(.io, file: path, String(cString: strerror(errno))) }
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw PPError(.badInput, file: path, "is a folder, expected a file") }
+        let size = Int(st.st_size)
+        origin = path
+        if size == 0 {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            release = {}
+            return
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw PPError(.io, file: path, "cannot map the file: \(String(cString: strerror(errno)))")
+        }
+        bytes = UnsafeRawBufferPointer(start: base, count: size)
+        release = { munmap(base, size) }
+    }
+
+    /// Copies `source` into a block this storage owns.
+    public init(copying source: UnsafeRawBufferPointer, origin: String) {
+        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: max(source.count, 1), alignment: 64)
+        if source.count > 0 { block.copyMemory(from: source) }
+        bytes = UnsafeRawBufferPointer(start: block.baseAddress, count: source.count)
+        self.origin = origin
+        release = { block.deallocate() }
+    }
+
+    /// Takes a zero-filled block of `count` bytes and lets `fill` write it once.
+    public init(count: Int, origin: String, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
+        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 64)
+        block.initializeMemory(as: UInt8.self, repeating: 0)
+        do { try fill(UnsafeMutableRawBufferPointer(start: block.baseAddress, count: count)) } catch {
+            block.deallocate()
+            throw error
+        }
+        bytes = UnsafeRawBufferPointer(start: block.baseAddress, count: count)
+        self.origin = origin
+        release = { block.deallocate() }
+    }
+
+    public convenience init(bytes array: [UInt8], origin: String) {
+        self.init(count: array.count, origin: origin) { dst in
+            array.withUnsafeBytes { dst.copyMemory(from: $0) }
+        }
+    }
+
+    public var count: Int { bytes.count }
+
+    deinit { release() }
+}

@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes outputs so that a crash, a kill or a full disk never leaves a half-written file or folder
+/// under the final name: everything goes to a temporary name in the same folder, is flushed, and is
+/// renamed into place at the end.
+public enum FileOutput {
+    /// A file being written under a temporary name; `commit()` renames it to `path`.
+    public final class PendingFile {
+        public let path: String
+        public let temporaryPath: String
+        private var fd: Int32
+        private var committed = false
+
+        public init(path: String) throws {
+            self.path = path
+            let dir = FileOutput.directory(of: path)
+            let base = FileOutput.baseName(of: path)
+            var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
+            let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            guard fd >= 0 else {
+                throw PPError(.io, file: path, "cannot create a temporary file in \(dir): \(String(cString: strerror(errno)))")
+            }
+            self.fd = fd
+            temporaryPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            fchmod(fd, 0o644)
+        }
+
+        /// Appends bytes; throws a clear error on a full disk or any other write failure.
+        public func write(_ data: UnsafeRawBufferPointer) throws {
+            var offset = 0
+            while offset < data.count {
+                let n = Glibc.write(fd, data.baseAddress! + offset, min(data.count - offset, 1 << 30))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw PPError(.io, file: path, "write failed: \(String(cString: strerror(errno)))")
+                }
+                offset += n
+            }
+        }
+
+        public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
+        public func write(_ string: String) throws { try write(Array(string.utf8)) }
+
+        /// Flushes to disk and renames into place.
+        public func commit() throws {
+            guard !committed else { return }
+            if fsync(fd) != 0 { throw PPError(.io, file: path, "flush failed: \(String(cString: strerror(errno)))") }
+            close(fd); fd = -1
+            if rename(temporaryPath, path) != 0 {
+                throw PPError(.io, file: path, "cannot rename into place: \(String(cString: strerror(errno)))")
+            }
+            committed = true
+        }
+
+        /// Removes the temporary file (called automatically if never committed).
+        public func abandon() {
+            if fd >= 0 { close(fd); fd = -1 }
+            if !committed { unlink(temporaryPath) }
+        }
+
+        deinit { abandon() }
+    }
+
+    /// Writes `bytes` to `path` atomically.
+    public static func writeFile(_ path: String, bytes: [UInt8]) throws {
+        let file = try PendingFile(path: path)
+        try file.write(bytes)
+        try file.commit()
+    }
+
+    /// Builds a folder under a temporary name next to `path`, lets `fill` write into it, then puts
+    /// it in place. An existing folder at `path` is replaced only after the new one is complete.
+    public static func writeFolder(_ path: String, fill: (String) throws -> Void) throws {
+        let dir = directory(of: path)
+        let base = baseName(of: path)
+        var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw PPError(.io, file: path, "cannot create a temporary folder in \(dir): \(String(cString: strerror(errno)))")
+        }
+        let temporary = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        chmod(temporary, 0o755)
+        do {
+            try fill(temporary)
+            var st = stat()
+            if lstat(path, &st) == 0 {
+                guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                    throw PPError(.io, file: path, "exists and is not a folder; not replacing it")
+                }
+                let old = "\(dir)/.\(base).old-\(getpid())"
+                removeTree(old)
+                guard rename(path, old) == 0 else {
+                    throw PPError(.io, file: path, "cannot move the previous folder aside: \(String(cString: strerror(errno)))")
+                }
+                guard rename(temporary, path) == 0 else {
+                    let reason = String(cString: strerror(errno))
+                    _ = rename(old, path)
+                    throw PPError(.io, file: path, "cannot rename into place: \(reason)")
+                }
+                removeTree(old)
+            } else if rename(temporary, path) != 0 {
+                throw PPError(.io, file: path, "cannot rename into place: \(String(cString: strerror(errno)))")
+            }
+            syncDirectory(dir)
+        } catch {
+            removeTree(temporary)
+            throw error
+        }
+    }
+
+    /// Removes a file or a folder tree (best effort).
+    public static func removeTree(_ path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            if let d = opendir(path) {
+                while let entry = readdir(d) {
+                    let name = withUnsafePointer(to: entry.pointee.d_name) {
+                        $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                    }
+                    if name == "." || name == ".." { continue }
+                    removeTree("\(path)/\(name)")
+                }
+                closedir(d)
+            }
+            rmdir(path)
+        } else {
+            unlink(path)
+        }
+    }
+
+    static func syncDirectory(_ dir: String) {
+        let fd = open(dir, O_RDONLY)
+        if fd >= 0 { fsync(fd); close(fd) }
+    }
+
+    public static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let d = String(path[..<slash])
+        return d.isEmpty ? "/" : d
+    }
+
+    public static func baseName(of path: String) -> String {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        guard let slash = p.lastIndex(of: "/") else { return p }
+        return String(p[p.index(after: slash)...])
+    }
+}

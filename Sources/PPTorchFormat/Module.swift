@@ -1,0 +1,1 @@
+// Module PPTorchFormat: see Package.swift for its place in the layering.

@@ -1,0 +1,1 @@
+// Module PPTrain: see Package.swift for its place in the layering.
