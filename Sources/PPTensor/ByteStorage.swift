@@ -66,6 +66,15 @@ public final class ByteStorage: @unchecked Sendable {
         }
     }
 
+    /// A window of `parent` (for example a stored zip entry inside a mapped archive). Keeps the parent
+    /// alive; no bytes are copied.
+    public init(slicing parent: ByteStorage, range: Range<Int>, origin: String) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= parent.count, "slice outside the storage")
+        bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
+        self.origin = origin
+        release = { withExtendedLifetime(parent) {} }
+    }
+
     public var count: Int { bytes.count }
 
     deinit { release() }
