@@ -147,7 +147,7 @@ public enum CheckpointLoader {
         let here = tree.files(in: folder)
         let indexes = here.filter { $0.hasSuffix(".safetensors.index.json") }
         if indexes.count == 1 {
-            let (tensors, _) = try ShardedSafetensors.open(index: indexes[0], in: tree)
+            let tensors = try openSharded(index: indexes[0], in: tree)
             var loaded = describe(tensors, containers: ["sharded safetensors"], origin: tree.origin)
             loaded.weightsFile = indexes[0]
             return loaded
@@ -267,12 +267,58 @@ public enum CheckpointLoader {
 
     /// Released configurations: "SiT-XL/2", "DiT-B/2", "PPFlow_XL_2" ...
     static func headsFromModelName(_ model: String) -> Int? {
-        let size = model.replacingOccurrences(of: "_", with: "-").split(separator: "-").dropFirst().first.map(String.init) ?? ""
+        let size = String(model.map { $0 == "_" ? "-" : $0 }).split(separator: "-").dropFirst().first.map(String.init) ?? ""
         switch size.split(separator: "/").first.map(String.init) ?? size {
         case "XL", "L": return 16
         case "B": return 12
         case "S": return 6
         default: return nil
         }
+    }
+}
+
+extension TorchCheckpoint {
+    /// Attributes of an `argparse.Namespace` stored under `key` (train.py's `args`), as text.
+    func namespaceAttributes(key: String) -> [(String, String)]? {
+        guard case .object(let object)? = root[key] else { return nil }
+        return object.attributes.map { name, value in
+            (name, value.stringValue ?? value.summary())
+        }
+    }
+}
+
+extension CheckpointLoader {
+    /// A sharded safetensors set inside a tree: `{"weight_map": {name: shard}}`. Every tensor must be in
+    /// the shard the map names, every shard tensor must be in the map, and no name may repeat.
+    static func openSharded(index: String, in tree: FileTree) throws -> TensorDict {
+        let indexOrigin = tree.displayPath(index)
+        let json = try JSON.parse(tree.open(index).bytes, origin: indexOrigin)
+        guard let map = json["weight_map"]?.objectValue else {
+            throw PPError.badInput(indexOrigin, entry: "weight_map", "missing or not an object")
+        }
+        let folder = FileOutput.directory(of: index) == "." || !index.contains("/") ? "" : FileOutput.directory(of: index)
+        var shards: [String: TensorDict] = [:]
+        var out = TensorDict()
+        for name in map.keys {
+            guard let shard = map[name]?.stringValue, !shard.contains("/"), !shard.hasPrefix(".") else {
+                throw PPError.badInput(indexOrigin, entry: name, "weight_map value must be a shard file name in the same folder")
+            }
+            if shards[shard] == nil {
+                let rel = folder.isEmpty ? shard : "\(folder)/\(shard)"
+                guard tree.contains(rel) else { throw PPError.badInput(indexOrigin, entry: name, "shard \(shard) is missing") }
+                shards[shard] = try SafetensorsFile.parse(tree.open(rel), origin: tree.displayPath(rel)).tensors
+            }
+            guard let tensor = shards[shard]![name] else {
+                throw PPError.badInput(tree.displayPath(shard), entry: name, "not in this shard, though the index says it is")
+            }
+            out[name] = tensor
+        }
+        for (shard, tensors) in shards.sorted(by: { $0.key < $1.key }) {
+            for name in tensors.names where map[name]?.stringValue != shard {
+                throw PPError.badInput(tree.displayPath(shard), entry: name, map[name] == nil
+                    ? "in the shard but missing from the index's weight_map" : "also listed under another shard")
+            }
+        }
+        return out
     }
 }
