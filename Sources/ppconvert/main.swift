@@ -114,6 +114,116 @@ extension PPConvertCommand {
     }
 }
 
+extension PPConvertCommand {
+    struct FromDit: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "from-dit",
+            abstract: "Turn a pretrained DiT/SiT into a PPFlow model (verified: the finest level must reproduce the source).",
+            discussion: """
+                Examples:
+                  ppconvert from-dit examples/digits/digits-sit.zip                 # -> ./digits-sit-ppf2/
+                  ppconvert from-dit SiT-XL-2-256.pt --levels 3 --objective velocity --out ppf-xl-3
+                  ppconvert from-dit weights.zip --json report.json --check        # CI: fail on drift
+                The objective comes from metadata (config.json, train args, diffusers scheduler); --objective fills
+                the gap when there is none. Without either the model is converted and recorded as 'unknown'.
+                """)
+
+        @Argument(help: "The DiT/SiT source (torch .pt, safetensors, diffusers folder/zip, zip with config.json).") var source: String
+        @Option(help: "Pyramid levels: 2 or 3.") var levels = 2
+        @Option(help: "Initializer of the large-patch projections: repeat (the official rule).") var `init`: InitializerKind = .repeat
+        @Option(help: "Level thresholds in flow time, e.g. 0.5 or 0.5,0.75 (default: the paper's).") var thresholds: String?
+        @Option(help: "Default guidance scale per level, e.g. 1,3 (default: the paper's FID settings).") var cfgScales: String?
+        @Option(help: "velocity (SiT) or epsilon (DiT), when the source's metadata does not say.") var objective: String?
+        @Option(help: "Output dtype: keep | f32 | f16 | bf16.") var dtype: OutputDType = .keep
+        @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
+        @Option(help: "Output folder (native) or file (torch). Default: <source>-ppf<levels>.") var out: String?
+        @Option(help: "native | torch") var format: OutputFormat = .native
+        @Option(help: "Write a JSON report to this file ('-' for stdout).") var json: String?
+        @Flag(help: "Print the plan (tensors copied, derived, dropped, output size) and write nothing.") var dryRun = false
+        @Flag(help: "Compare an existing output with a fresh conversion; exit 1 if it differs. Writes nothing.") var check = false
+        @Flag(name: .customLong("no-verify"), help: "Skip running source and converted model.") var noVerify = false
+        @OptionGroup var sourceOptions: SourceOptions
+
+        func validate() throws {
+            if dryRun && check { throw ValidationError("--dry-run and --check exclude each other") }
+            if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
+            if format != .native && format != .torch { throw ValidationError("--format must be native or torch") }
+        }
+
+        func run() throws {
+            CLI.run("ppconvert from-dit") {
+                CheckpointLoader.verifyNativeHashes = !sourceOptions.noVerifyHash
+                var options = FromDiTOptions()
+                options.levels = levels
+                options.initializer = `init`
+                options.thresholds = try thresholds.map { try parseList($0, "--thresholds") }
+                options.cfgScales = try cfgScales.map { try parseList($0, "--cfg-scales") }
+                options.objective = objective.flatMap(Objective.init(userName:))
+                options.dtype = dtype
+                options.heads = heads
+                var job = FromDiTJob(sourcePath: source, options: options)
+                job.weights = sourceOptions.weights
+                job.output = out
+                job.format = format
+                job.verify = !noVerify
+                job.mode = dryRun ? .dryRun : check ? .check : .write
+                if json == "-" { job.log = { CLI.printError($0) } }
+                let outcome = try job.run()
+                if let json { try CLI.writeJSON(outcome.report, to: json) }
+                return outcome.exitCode
+            }
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check an existing PPFlow model against its DiT/SiT source, level by level.")
+
+        @Argument(help: "The PPFlow checkpoint.") var ppflow: String
+        @Option(help: "The DiT/SiT it was converted from.") var against: String
+        @Option(help: "Latents (safetensors with 'latents' [N,C,H,W] and optional 'labels') instead of random inputs.") var data: String?
+        @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
+        @Option(help: "Samples per level.") var batch = 4
+        @Option(help: "Seed of the inputs.") var seed: UInt64 = 0
+        @Flag(help: "Print a JSON report.") var json = false
+        @OptionGroup var sourceOptions: SourceOptions
+
+        func run() throws {
+            CLI.run("ppconvert verify") {
+                let target = try sourceOptions.load(ppflow)
+                let source = try sourceOptions.load(against)
+                let targetConfig = try ContainerConversion.modelConfig(of: target, heads: heads)
+                let sourceConfig = try ContainerConversion.modelConfig(of: source, heads: heads ?? targetConfig.numHeads)
+                guard targetConfig.levels > 1 else { throw PPError(.usage, file: ppflow, "not a PPFlow model (\(target.family))") }
+                guard sourceConfig.levels == 1 else { throw PPError(.usage, file: against, "not a DiT/SiT model (\(source.family))") }
+                let latents = try data.map { try VerificationData.load($0, channels: sourceConfig.inChannels, size: sourceConfig.inputSize) }
+                let verification = Verification(
+                    source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: try ContainerConversion.completeTensors(source)),
+                    ppflow: targetConfig, ppflowParameters: try ModelParameters(config: targetConfig, tensors: target.tensors),
+                    batch: batch, seed: seed, data: latents)
+                if json { try CLI.writeJSON(verification.json, to: "-") } else { verification.lines().forEach { print($0) } }
+                return verification.passed ? 0 : 1
+            }
+        }
+    }
+}
+
+func parseList(_ text: String, _ flag: String) throws -> [Double] {
+    try text.split(separator: ",").map {
+        guard let v = Double($0.trimmingCharacters(in: " ")) else { throw PPError(.usage, entry: flag, "'\(text)' is not a comma-separated list of numbers") }
+        return v
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: Character) -> Substring {
+        var s = self
+        while s.first == set { s.removeFirst() }
+        while s.last == set { s.removeLast() }
+        return s
+    }
+}
+
 /// sha256 of a file or, for a folder, of its weights file(s) in name order.
 enum SourceHash {
     static func of(_ path: String) throws -> String? {
