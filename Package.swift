@@ -41,8 +41,8 @@ let package = Package(
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
         .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
         .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel"]),
-        .target(name: "PPSample", dependencies: ["PPTensor", "PPCheckpoint", "PPModel", "PPKernels"]),
-        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
+        .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
+        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
         .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
 
@@ -65,13 +65,13 @@ let package = Package(
         .testTarget(name: "PPTensorTests", dependencies: ["PPTensor"]),
         .testTarget(name: "PPJSONTests", dependencies: ["PPJSON"]),
         .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPTensor"]),
-        .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTorchFormat", "PPTensor"]),
+        .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTorchFormat", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPCheckpointTests", dependencies: ["PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
         .testTarget(name: "PPKernelsTests", dependencies: ["PPKernels"]),
-        .testTarget(name: "PPModelTests", dependencies: ["PPModel", "PPCheckpoint", "PPTensor"]),
-        .testTarget(name: "PPConvertTests", dependencies: ["PPConvert", "PPCheckpoint", "PPModel", "PPTensor"]),
-        .testTarget(name: "PPSampleTests", dependencies: ["PPSample", "PPModel", "PPCheckpoint", "PPTensor"]),
-        .testTarget(name: "PPTrainTests", dependencies: ["PPTrain", "PPModel", "PPCheckpoint", "PPTensor"]),
+        .testTarget(name: "PPModelTests", dependencies: ["PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPConvertTests", dependencies: ["PPConvert", "PPCheckpoint", "PPModel", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPSampleTests", dependencies: ["PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTrain", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
     // ranges), which strict Swift 6 checking cannot see.

@@ -12,6 +12,13 @@ public indirect enum TorchWriteValue {
     case bool(Bool)
     case none
     case tensor(TensorView)
+    /// An `argparse.Namespace` with these attributes: what the official train.py expects under `args`.
+    /// Not loadable with `weights_only=True` unless the reader allow-lists argparse.Namespace
+    /// (`torch.serialization.add_safe_globals([argparse.Namespace])`); the official trainer loads
+    /// its checkpoints with weights_only=False.
+    case namespace([(String, TorchWriteValue)])
+    /// A dict with integer keys (an optimizer's `state`, keyed by parameter index).
+    case intDict([(Int64, TorchWriteValue)])
 
     /// A state dict as torch writes one (`OrderedDict` of name → tensor), in the dict's order.
     public static func stateDict(_ tensors: TensorDict) -> TorchWriteValue {
@@ -240,6 +247,24 @@ struct TorchPickler {
             out.append(0x29); out.append(0x52); put()  // EMPTY_TUPLE REDUCE
             if !items.isEmpty { try dictItems(items, depth: depth) }
         case .tensor(let t): try tensor(t)
+        case .namespace(let attributes):
+            global("argparse", "Namespace")
+            out.append(0x29); out.append(0x81); put()  // EMPTY_TUPLE NEWOBJ
+            out.append(0x7d); put()  // EMPTY_DICT (the attribute dict)
+            if !attributes.isEmpty { try dictItems(attributes, depth: depth) }
+            out.append(0x62)  // BUILD
+        case .intDict(let items):
+            out.append(0x7d); put()  // EMPTY_DICT
+            var start = 0
+            while start < items.count {
+                out.append(0x28)  // MARK
+                for (k, v) in items[start ..< min(start + 1000, items.count)] {
+                    int(k)
+                    try value(v, depth: depth + 1)
+                }
+                out.append(0x75)  // SETITEMS
+                start += 1000
+            }
         }
     }
 
