@@ -82,7 +82,9 @@ public enum CheckpointLoader {
 
     static func loadTorch(_ storage: ByteStorage, origin: String, weights: WeightsChoice?) throws -> LoadedCheckpoint {
         let checkpoint = try TorchCheckpoint.read(storage: storage, origin: origin)
-        let dicts = checkpoint.stateDicts()
+        // Model weights live at the root or one level down ("model", "ema"); deeper tensor dicts are
+        // optimizer state ("opt/state/0").
+        let dicts = checkpoint.stateDicts().filter { !$0.path.contains("/") }
         guard !dicts.isEmpty else { throw PPError.badInput(origin, "no state dict of tensors inside this torch file") }
         var selected = dicts[0]
         var notes: [String] = []
