@@ -290,37 +290,14 @@ extension TorchCheckpoint {
 }
 
 extension CheckpointLoader {
-    /// A sharded safetensors set inside a tree: `{"weight_map": {name: shard}}`. Every tensor must be in
-    /// the shard the map names, every shard tensor must be in the map, and no name may repeat.
+    /// A sharded safetensors set inside a folder or a zipped folder.
     static func openSharded(index: String, in tree: FileTree) throws -> TensorDict {
-        let indexOrigin = tree.displayPath(index)
-        let json = try JSON.parse(tree.open(index).bytes, origin: indexOrigin)
-        guard let map = json["weight_map"]?.objectValue else {
-            throw PPError.badInput(indexOrigin, entry: "weight_map", "missing or not an object")
-        }
-        let folder = FileOutput.directory(of: index) == "." || !index.contains("/") ? "" : FileOutput.directory(of: index)
-        var shards: [String: TensorDict] = [:]
-        var out = TensorDict()
-        for name in map.keys {
-            guard let shard = map[name]?.stringValue, !shard.contains("/"), !shard.hasPrefix(".") else {
-                throw PPError.badInput(indexOrigin, entry: name, "weight_map value must be a shard file name in the same folder")
+        let folder = index.contains("/") ? FileOutput.directory(of: index) + "/" : ""
+        return try ShardedSafetensors.open(index: tree.open(index).bytes, origin: tree.displayPath(index)) { shard in
+            guard tree.contains(folder + shard) else {
+                throw PPError.badInput(tree.displayPath(index), entry: shard, "shard file is missing")
             }
-            if shards[shard] == nil {
-                let rel = folder.isEmpty ? shard : "\(folder)/\(shard)"
-                guard tree.contains(rel) else { throw PPError.badInput(indexOrigin, entry: name, "shard \(shard) is missing") }
-                shards[shard] = try SafetensorsFile.parse(tree.open(rel), origin: tree.displayPath(rel)).tensors
-            }
-            guard let tensor = shards[shard]![name] else {
-                throw PPError.badInput(tree.displayPath(shard), entry: name, "not in this shard, though the index says it is")
-            }
-            out[name] = tensor
-        }
-        for (shard, tensors) in shards.sorted(by: { $0.key < $1.key }) {
-            for name in tensors.names where map[name]?.stringValue != shard {
-                throw PPError.badInput(tree.displayPath(shard), entry: name, map[name] == nil
-                    ? "in the shard but missing from the index's weight_map" : "also listed under another shard")
-            }
-        }
-        return out
+            return try SafetensorsFile.parse(tree.open(folder + shard), origin: tree.displayPath(folder + shard))
+        }.tensors
     }
 }
