@@ -97,6 +97,8 @@ public enum CheckpointLoader {
             }
             selected = match
             if weights == nil { notes.append("took the '\(wanted.rawValue)' weights (choose with --weights ema|model)") }
+        } else if let weights {
+            notes.append("a bare state dict: --weights \(weights.rawValue) has nothing to choose from")
         }
         var loaded = describe(selected.tensors, containers: ["torch.save"], origin: origin)
         loaded.availableStateDicts = names.filter { !$0.isEmpty }
@@ -241,7 +243,9 @@ public enum CheckpointLoader {
         } else if let model = dict["model"] {
             setObjectiveFromModelName(model, source: "train checkpoint args.model", to: &loaded)
         }
-        if let model = dict["model"], let heads = headsFromModelName(model) {
+        // A released model name gives the head count, but only if the weights are that size.
+        if let model = dict["model"], let (hidden, heads) = releasedSize(model),
+           loaded.tensors["x_embedder.proj.weight"]?.shape.first == hidden {
             loaded.architectureHints["num_heads"] = .int(Int64(heads))
         }
     }
@@ -267,13 +271,15 @@ public enum CheckpointLoader {
         if model.hasPrefix("SiT") || model.hasPrefix("PPFlow") { setObjective(prediction: "velocity", pathType: nil, source: source, to: &loaded) }
     }
 
-    /// Released configurations: "SiT-XL/2", "DiT-B/2", "PPFlow_XL_2" ...
-    static func headsFromModelName(_ model: String) -> Int? {
-        let size = String(model.map { $0 == "_" ? "-" : $0 }).split(separator: "-").dropFirst().first.map(String.init) ?? ""
-        switch size.split(separator: "/").first.map(String.init) ?? size {
-        case "XL", "L": return 16
-        case "B": return 12
-        case "S": return 6
+    /// Released configurations: "SiT-XL/2", "DiT-B/2", "PPFlow_XL_2" -> (hidden size, heads).
+    static func releasedSize(_ model: String) -> (Int, Int)? {
+        let parts = String(model.map { $0 == "_" ? "-" : $0 }).split(separator: "-")
+        guard parts.count >= 2 else { return nil }
+        switch parts[1].split(separator: "/").first.map(String.init) ?? "" {
+        case "XL": return (1152, 16)
+        case "L": return (1024, 16)
+        case "B": return (768, 12)
+        case "S": return (384, 6)
         default: return nil
         }
     }
