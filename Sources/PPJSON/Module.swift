@@ -1,1 +1,0 @@
-// Module PPJSON: see Package.swift for its place in the layering.

@@ -1,1 +1,0 @@
-// Module PPSafetensors: see Package.swift for its place in the layering.

@@ -1,0 +1,3 @@
+import XCTest
+import PPTensor
+@testable import PPSafetensors
