@@ -31,7 +31,7 @@ public enum CheckpointLoader {
         if loaded.sidecarConfig == nil, !loaded.containers.contains("zip archive") {
             let beside = FileOutput.directory(of: path) + "/config.json"
             if let data = try? ByteStorage(mappingFile: beside) {
-                let config = try JSON.parse(data.bytes, origin: beside)
+                let config = try data.withBytes { try JSON.parse($0, origin: beside) }
                 applySidecar(config, origin: beside, to: &loaded)
             }
         }
@@ -116,7 +116,7 @@ public enum CheckpointLoader {
         func path(_ rel: String) -> String { root.isEmpty ? rel : "\(root)/\(rel)" }
         func json(_ rel: String) throws -> JSONValue? {
             guard tree.contains(path(rel)) else { return nil }
-            return try JSON.parse(tree.open(path(rel)).bytes, origin: tree.displayPath(path(rel)))
+            return try tree.open(path(rel)).withBytes { try JSON.parse($0, origin: tree.displayPath(path(rel))) }
         }
 
         let topConfig = try json("config.json")
@@ -299,11 +299,11 @@ extension CheckpointLoader {
     /// A sharded safetensors set inside a folder or a zipped folder.
     static func openSharded(index: String, in tree: FileTree) throws -> TensorDict {
         let folder = index.contains("/") ? FileOutput.directory(of: index) + "/" : ""
-        return try ShardedSafetensors.open(index: tree.open(index).bytes, origin: tree.displayPath(index)) { shard in
+        return try tree.open(index).withBytes { indexBytes in try ShardedSafetensors.open(index: indexBytes, origin: tree.displayPath(index)) { shard in
             guard tree.contains(folder + shard) else {
                 throw PPError.badInput(tree.displayPath(index), entry: shard, "shard file is missing")
             }
             return try SafetensorsFile.parse(tree.open(folder + shard), origin: tree.displayPath(folder + shard))
-        }.tensors
+        }.tensors }
     }
 }

@@ -51,7 +51,7 @@ public enum NativeCheckpoint {
         }
         let storage = try tree.open(rel)
         if verifyHash, let recorded = config["model_sha256"]?.stringValue {
-            let actual = SHA256.hash(storage.bytes)
+            let actual = SHA256.hash(storage)
             guard actual == recorded else {
                 throw PPError.badInput(tree.displayPath(rel),
                     "sha256 \(actual) differs from \(recorded) recorded in config.json (the file was changed or corrupted; --no-verify-hash skips this check)")
@@ -77,7 +77,7 @@ public enum NativeCheckpoint {
     /// sha256 of a file, streamed through the mapping.
     public static func sha256(ofFile path: String) throws -> String {
         let storage = try ByteStorage(mappingFile: path)
-        return SHA256.hash(storage.bytes)
+        return SHA256.hash(storage)
     }
 }
 

@@ -140,11 +140,14 @@ public struct FromDiTJob {
         guard aIsDir == bIsDir else { return false }
         if !aIsDir {
             let x = try ByteStorage(mappingFile: a), y = try ByteStorage(mappingFile: b)
-            return x.bytes.elementsEqual(y.bytes)
+            return x.withBytes { a in y.withBytes { b in a.elementsEqual(b) } }
         }
         let ta = try DirectoryTree(path: a), tb = try DirectoryTree(path: b)
         guard ta.files == tb.files else { return false }
-        for file in ta.files where !(try ta.open(file).bytes.elementsEqual(try tb.open(file).bytes)) { return false }
+        for file in ta.files {
+            let x = try ta.open(file), y = try tb.open(file)
+            if !x.withBytes({ a in y.withBytes { b in a.elementsEqual(b) } }) { return false }
+        }
         return true
     }
 

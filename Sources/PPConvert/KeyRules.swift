@@ -69,7 +69,7 @@ public struct KeyRules: Sendable {
         for folder in searchFolders() {
             let path = "\(folder)/\(file)"
             if let storage = try? ByteStorage(mappingFile: path) {
-                return try KeyRules(json: JSON.parse(storage.bytes, origin: path), origin: path)
+                return try KeyRules(json: storage.withBytes { try JSON.parse($0, origin: path) }, origin: path)
             }
         }
         throw PPError(.missingInput, file: "converters/\(file)",

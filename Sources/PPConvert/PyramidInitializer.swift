@@ -1,3 +1,4 @@
+import PPModel
 import PPTensor
 
 /// How the large-patch projections of a PPFlow model are derived from a pretrained DiT/SiT.
@@ -54,4 +55,11 @@ public enum RepeatRule {
     }
 
     static func floatDType(_ dtype: DType) -> DType { dtype.isFloatingPoint ? dtype : .f32 }
+}
+
+extension ModelConfig {
+    /// The fixed sin-cos table of `level` at the training latent size ([tokens, D], row-major).
+    func positionTable(level: Int) -> [Float] {
+        ModelParameters.positionTable(config: self, level: level, latentSize: inputSize)
+    }
 }

@@ -13,9 +13,9 @@ public struct ShardedSafetensors {
     public static func open(indexPath: String) throws -> (tensors: TensorDict, metadata: [(String, String)]) {
         let folder = FileOutput.directory(of: indexPath)
         let storage = try ByteStorage(mappingFile: indexPath)
-        return try open(index: storage.bytes, origin: indexPath) { file in
+        return try storage.withBytes { indexBytes in try open(index: indexBytes, origin: indexPath) { file in
             try SafetensorsFile.open("\(folder)/\(file)")
-        }
+        } }
     }
 
     /// The same checks for an index that is not a plain file (a zipped folder): `openShard` opens a shard

@@ -77,5 +77,12 @@ public final class ByteStorage: @unchecked Sendable {
 
     public var count: Int { bytes.count }
 
+    /// Runs `body` with the bytes while keeping this storage alive. Use this (not `bytes` on a
+    /// temporary) whenever the storage is not otherwise held: ARC may release a mapping right after
+    /// its last use, before a callee has finished reading it.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(bytes) }
+    }
+
     deinit { release() }
 }

@@ -227,7 +227,7 @@ extension Substring {
 /// sha256 of a file or, for a folder, of its weights file(s) in name order.
 enum SourceHash {
     static func of(_ path: String) throws -> String? {
-        if let storage = try? ByteStorage(mappingFile: path) { return SHA256.hash(storage.bytes) }
+        if let storage = try? ByteStorage(mappingFile: path) { return SHA256.hash(storage) }
         return nil
     }
 }

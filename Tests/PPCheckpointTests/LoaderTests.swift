@@ -99,8 +99,7 @@ final class LoaderTests: XCTestCase {
 
     func testConfigBesideAWeightsFileIsRead() throws {
         let folder = Paths.scratch(self)
-        let source = try ByteStorage(mappingFile: Paths.fixture("sit.safetensors"))
-        try write(Array(source.bytes), to: "\(folder)/weights.safetensors")
+        try write(try fileBytes(Paths.fixture("sit.safetensors")), to: "\(folder)/weights.safetensors")
         try write(Array(#"{"num_heads": 4, "prediction": "velocity", "path_type": "Linear"}"#.utf8), to: "\(folder)/config.json")
         let loaded = try CheckpointLoader.load("\(folder)/weights.safetensors")
         XCTAssertEqual(loaded.objective, .velocity)

@@ -88,7 +88,11 @@ final class FromDiTTests: XCTestCase {
                 let out = model.forward(x: x, t: [Float](repeating: t, count: batch), y: y, batch: batch)
                 let expected = ref[name]!.floats()                        // [B, C, S, S]: prediction only
                 var prediction = [Float](); prediction.reserveCapacity(expected.count)
-                for b in 0..<batch { prediction += out[(b * 2 * c * s * s) ..< (b * 2 * c * s * s + c * s * s)] }
+                let perSample = c * s * s                                       // first C of 2C output channels
+            for b in 0..<batch {
+                let start = b * 2 * perSample
+                prediction += out[start ..< start + perSample]
+            }
                 XCTAssertLessThanOrEqual(relativeError(prediction, expected), 1e-5, "\(levels) levels \(name)")
             }
         }
@@ -123,14 +127,13 @@ final class FromDiTTests: XCTestCase {
         job.output = "\(folder)/b"
         XCTAssertEqual(try job.run().exitCode, 0)
         for file in ["config.json", "model.safetensors"] {
-            XCTAssertEqual(Array(try ByteStorage(mappingFile: "\(folder)/a/\(file)").bytes),
-                           Array(try ByteStorage(mappingFile: "\(folder)/b/\(file)").bytes), file)
+            XCTAssertEqual(try fileBytes("\(folder)/a/\(file)"), try fileBytes("\(folder)/b/\(file)"), file)
         }
         job.mode = .check
         XCTAssertEqual(try job.run().exitCode, 0)
         // Flip one byte in the middle of the weights: --check must fail, and the loader must refuse it.
         let path = "\(folder)/b/model.safetensors"
-        var bytes = Array(try ByteStorage(mappingFile: path).bytes)
+        var bytes = try fileBytes(path)
         bytes[bytes.count / 2] ^= 0x01
         try write(bytes, to: path)
         XCTAssertEqual(try job.run().exitCode, 1)

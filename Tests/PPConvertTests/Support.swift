@@ -41,3 +41,8 @@ func assertPPError<T>(_ kind: PPError.Kind, mentions: [String], file: StaticStri
         XCTFail("unexpected error \(error)", file: file, line: line)
     }
 }
+
+/// A file's bytes (a copy; the mapping stays alive while copying).
+func fileBytes(_ path: String) throws -> [UInt8] {
+    try ByteStorage(mappingFile: path).withBytes { Array($0) }
+}
