@@ -48,17 +48,17 @@ let package = Package(
 
         .executableTarget(name: "ppconvert", dependencies: [
             "PPCLI",
-            "PPConvert", "PPCheckpoint", "PPModel",
+            "PPConvert", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppsample", dependencies: [
             "PPCLI",
-            "PPSample", "PPCheckpoint", "PPModel",
+            "PPSample", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
             "PPCLI",
-            "PPTrain", "PPCheckpoint", "PPModel",
+            "PPTrain", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

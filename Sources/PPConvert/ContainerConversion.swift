@@ -12,41 +12,13 @@ public enum ContainerConversion {
         public var outputSHA256: String?
     }
 
-    /// The tensors a source stands for, completed with keys it does not store (diffusers' pos_embed).
-    public static func completeTensors(_ source: LoadedCheckpoint) throws -> TensorDict {
-        guard !source.computedKeys.isEmpty else { return source.tensors }
-        let config = try modelConfig(of: source)
-        let floatDType = source.tensors["x_embedder.proj.weight"]?.dtype ?? .f32
-        var out = TensorDict()
-        for (name, shape) in config.parameterShapes {
-            if let t = source.tensors[name] {
-                out[name] = t
-            } else if source.computedKeys.contains(name) {
-                out[name] = TensorView(floats: config.positionTable(level: config.levels - 1), shape: shape, dtype: floatDType)
-            } else {
-                throw PPError.badInput(source.path, entry: name, "missing")
-            }
-        }
-        return out
-    }
-
-    /// The model configuration of a loaded checkpoint (weights plus whatever metadata says).
     public static func modelConfig(of source: LoadedCheckpoint, heads: Int? = nil) throws -> ModelConfig {
-        var config = try ModelConfig.infer(from: source.tensors, numHeads: heads ?? source.numHeads, inputSize: source.inputSize)
-        if source.diffusersNumerics {
-            config.timeFeatures = .diffusers
-            config.mlpNormEps = 1e-5
-        }
-        if let thresholds = source.nativeConfig?["pyramid"]?["thresholds"]?.arrayValue?.compactMap(\.doubleValue),
-           thresholds.count == config.levels - 1 {
-            config.thresholds = thresholds
-        }
-        return config
+        try ModelLoader.configuration(of: source, heads: heads)
     }
 
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
                            sourceSHA256: String?, heads: Int? = nil) throws -> Summary {
-        let tensors = dtype.apply(to: try completeTensors(source))
+        let tensors = dtype.apply(to: try ModelLoader.completeTensors(source, config: try modelConfig(of: source, heads: heads)))
         switch format {
         case .safetensors:
             try CheckpointWriter.writeSafetensors(tensors, to: output)

@@ -66,7 +66,7 @@ public struct FromDiTJob {
         var exitCode: Int32 = 0
         if verify {
             let sourceConfig = try ContainerConversion.modelConfig(of: source, heads: options.heads)
-            let sourceParameters = try ModelParameters(config: sourceConfig, tensors: try ContainerConversion.completeTensors(source))
+            let sourceParameters = try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
             let ppflowParameters = try ModelParameters(config: result.config, tensors: result.tensors)
             let verification = Verification(source: sourceConfig, sourceParameters: sourceParameters,
                                             ppflow: result.config, ppflowParameters: ppflowParameters)

@@ -198,7 +198,7 @@ extension PPConvertCommand {
                 guard sourceConfig.levels == 1 else { throw PPError(.usage, file: against, "not a DiT/SiT model (\(source.family))") }
                 let latents = try data.map { try VerificationData.load($0, channels: sourceConfig.inChannels, size: sourceConfig.inputSize) }
                 let verification = Verification(
-                    source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: try ContainerConversion.completeTensors(source)),
+                    source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)),
                     ppflow: targetConfig, ppflowParameters: try ModelParameters(config: targetConfig, tensors: target.tensors),
                     batch: batch, seed: seed, data: latents)
                 if json { try CLI.writeJSON(verification.json, to: "-") } else { verification.lines().forEach { print($0) } }
