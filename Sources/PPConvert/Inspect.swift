@@ -20,14 +20,15 @@ public struct InspectReport {
         default:
             do {
                 config = try ModelConfig.infer(from: loaded.tensors, numHeads: loaded.numHeads, inputSize: loaded.inputSize)
-            } catch let error as PPError {
-                notInferred.append("configuration: \(error.message)")
+                if loaded.numHeads == nil {
+                    notInferred.append("num_heads: not stored; taken from the released-model table for hidden size \(config!.hiddenSize) (a config.json with num_heads, or --heads, removes the doubt)")
+                }
             } catch {
-                notInferred.append("configuration: \(error)")
+                // Show everything else; the head count is the one thing weights cannot say.
+                config = try? ModelConfig.infer(from: loaded.tensors, numHeads: 1, inputSize: loaded.inputSize)
+                config?.numHeads = 0
+                notInferred.append("num_heads: not stored in the weights and not a released size; pass --heads N (or put num_heads in a config.json beside the weights)")
             }
-        }
-        if loaded.numHeads == nil {
-            notInferred.append("num_heads: not stored in weights; \(config != nil ? "taken from the released-model table for this hidden size" : "pass --heads N") (a config.json with num_heads removes the doubt)")
         }
         if loaded.objective == .unknown { notInferred.append("objective: \(loaded.objectiveSource)") }
     }
@@ -81,7 +82,7 @@ public struct InspectReport {
         }
         for entry in loaded.extraEntries { out.append("  \(entry.key): \(entry.summary)") }
         if let c = config {
-            out.append("config:      input \(c.inputSize)x\(c.inputSize)x\(c.inChannels), patch \(c.patchSize), hidden \(c.hiddenSize), depth \(c.depth), heads \(c.numHeads), mlp_ratio \(c.mlpRatio), classes \(c.numClasses), learn_sigma \(c.learnSigma)")
+            out.append("config:      input \(c.inputSize)x\(c.inputSize)x\(c.inChannels), patch \(c.patchSize), hidden \(c.hiddenSize), depth \(c.depth), heads \(c.numHeads == 0 ? "?" : String(c.numHeads)), mlp_ratio \(c.mlpRatio), classes \(c.numClasses), learn_sigma \(c.learnSigma)")
             if c.levels > 1 { out.append("pyramid:     \(c.levels) levels, thresholds \(c.thresholds)") }
         }
         for item in notInferred { out.append("not inferred: \(item)") }
