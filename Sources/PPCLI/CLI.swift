@@ -52,8 +52,8 @@ public enum CLI {
 
 /// Progress on stderr: one redrawn line on a terminal, a plain line every `plainEvery` seconds otherwise.
 public final class Progress {
-    private let label: String
-    private let total: Int
+    private var label: String
+    private var total: Int
     private let start = CLI.now()
     private var lastPrint = -1e9
     private let plainEvery: Double
@@ -64,6 +64,13 @@ public final class Progress {
         self.total = total
         self.enabled = enabled
         self.plainEvery = plainEvery
+    }
+
+    /// For work whose total is known only as it goes: updates label and total too.
+    public func update(_ done: Int, of total: Int, label: String) {
+        self.label = label
+        self.total = total
+        update(done)
     }
 
     public func update(_ done: Int, detail: String = "") {

@@ -5,7 +5,7 @@ import PPModel
 import PPTensor
 
 /// Options of `ppconvert from-dit`.
-public struct FromDiTOptions: Sendable {
+public struct FromDiTOptions {
     public var levels = 2
     public var initializer: InitializerKind = .repeat
     public var thresholds: [Double]? = nil
@@ -13,6 +13,10 @@ public struct FromDiTOptions: Sendable {
     public var objective: Objective? = nil
     public var dtype: OutputDType = .keep
     public var heads: Int? = nil
+    /// For `initializer == .calibrated`: the latents and fit settings.
+    public var calibration: CalibratedInitializer.Options? = nil
+    /// Progress of long steps (calibration): (what, done, total).
+    public var progress: ((String, Int, Int) -> Void)? = nil
     public init() {}
 
     public var resolvedThresholds: [Double] { thresholds ?? (levels == 3 ? [0.5, 0.75] : [0.5]) }
@@ -35,6 +39,7 @@ public struct ConversionResult: @unchecked Sendable {
     public var nativeConfig: JSONObject      // config.json for a native folder (without model_sha256)
     public var plan: ConversionPlan
     public var warnings: [String]
+    public var calibration: CalibratedInitializer.Report?
 }
 
 public enum FromDiT {
@@ -73,11 +78,7 @@ public enum FromDiT {
         }
 
         let heads = options.heads ?? source.numHeads
-        var sourceConfig = try ModelConfig.infer(from: source.tensors, numHeads: heads, inputSize: source.inputSize)
-        if source.diffusersNumerics {
-            sourceConfig.timeFeatures = .diffusers
-            sourceConfig.mlpNormEps = 1e-5
-        }
+        let sourceConfig = try ModelLoader.configuration(of: source, heads: heads)
         var target = sourceConfig
         target.levels = options.levels
         target.thresholds = thresholds
@@ -144,6 +145,34 @@ public enum FromDiT {
         }
         plan.outputBytes = out.totalBytes
 
+        var calibrationReport: CalibratedInitializer.Report?
+        var initializerRecord = JSONObject([
+            ("name", .string(options.initializer.rawValue)),
+            ("rules", .string("converters/\(rules.name).json")),
+            ("level_embedder", .string("zeros")),
+        ])
+        if options.initializer == .calibrated {
+            guard let calibration = options.calibration else {
+                throw PPError(.usage, entry: "--init calibrated", "needs --data LATENTS (safetensors with latents [N,C,H,W] and optional labels [N])")
+            }
+            guard objective == .velocity else {
+                throw PPError(.usage, file: source.path, entry: "--init calibrated",
+                    "fits the coarse levels to the source's velocity, so the source must be a velocity (SiT) model; this one is \(objective.rawValue)")
+            }
+            let sourceModel = Model(config: sourceConfig, parameters: try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)))
+            let report = try CalibratedInitializer.apply(to: &out, config: target, source: sourceModel, options: calibration, progress: options.progress)
+            calibrationReport = report
+            initializerRecord["data"] = .string(FileOutput.baseName(of: calibration.dataPath))
+            initializerRecord["data_sha256"] = .string(report.dataSHA256)
+            initializerRecord["calibration_samples"] = .int(Int64(report.samplesUsed))
+            initializerRecord["seed"] = .int(Int64(bitPattern: calibration.seed))
+            initializerRecord["ridge_factor"] = .double(calibration.ridgeFactor)
+            initializerRecord["fits"] = report.json["levels"]
+            for fit in report.fits {
+                plan.derived.append((fit.tensor + ".weight", "calibration data", "ridge refit of the prediction rows"))
+            }
+        }
+
         var provenance = JSONObject([
             ("tool", .string(toolVersion)),
             ("source", .object(JSONObject([
@@ -154,16 +183,13 @@ public enum FromDiT {
                 ("family", .string(source.family)),
                 ("sha256", sourceSHA256.map { .string($0) } ?? .null),
             ]))),
-            ("initializer", .object(JSONObject([
-                ("name", .string(options.initializer.rawValue)),
-                ("rules", .string("converters/\(rules.name).json")),
-                ("level_embedder", .string("zeros")),
-            ]))),
+            ("initializer", .object(initializerRecord)),
         ])
         provenance["objective_source"] = .string(objectiveSource)
         let native = nativeConfig(for: target, objective: objective, cfgScales: options.resolvedCFGScales,
                                   family: "PPFlow-\(options.levels)", provenance: provenance)
-        return ConversionResult(tensors: out, config: target, nativeConfig: native, plan: plan, warnings: warnings)
+        return ConversionResult(tensors: out, config: target, nativeConfig: native, plan: plan, warnings: warnings,
+                                calibration: calibrationReport)
     }
 
     /// config.json of a native folder (everything but model_sha256, which the writer adds).

@@ -20,6 +20,8 @@ public struct FromDiTJob {
     public var verify = true
     public var mode: Mode = .write
     public var log: (String) -> Void = { print($0) }
+    /// Latents for the verification inputs (x1 of x_t); Gaussian when nil.
+    public var verificationData: (latents: [Float], labels: [Int32], count: Int)?
 
     public init(sourcePath: String, options: FromDiTOptions) {
         self.sourcePath = sourcePath
@@ -62,6 +64,12 @@ public struct FromDiTJob {
             ("warnings", .array(result.warnings.map { .string($0) })),
         ])
         report["plan"] = Self.planJSON(result.plan)
+        if let calibration = result.calibration {
+            report["calibration"] = calibration.json
+            for fit in calibration.fits {
+                log("calibrated level \(fit.level) (\(fit.layout)) on \(fit.rows) token rows: relative residual \(fit.relativeResidualRepeat) (repeat rule) -> \(fit.relativeResidualFitted)")
+            }
+        }
 
         var exitCode: Int32 = 0
         if verify {
@@ -69,7 +77,7 @@ public struct FromDiTJob {
             let sourceParameters = try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
             let ppflowParameters = try ModelParameters(config: result.config, tensors: result.tensors)
             let verification = Verification(source: sourceConfig, sourceParameters: sourceParameters,
-                                            ppflow: result.config, ppflowParameters: ppflowParameters)
+                                            ppflow: result.config, ppflowParameters: ppflowParameters, data: verificationData)
             verification.lines().forEach(log)
             report["verification"] = verification.json
             if !verification.passed {

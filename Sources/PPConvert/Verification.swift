@@ -11,6 +11,7 @@ public struct Verification {
     public struct LevelResult: Sendable {
         public var level: Int
         public var layout: String
+        /// The band's centre; the samples' t are spread over the band.
         public var t: Double
         /// ||ppflow - source|| / ||source|| on the prediction channels, in the full layout (the level
         /// layouts are lossless rearrangements, so the number is the same in the level's layout).
@@ -53,10 +54,14 @@ public struct Verification {
         let bands = Verification.bands(thresholds: ppflow.thresholds)
         let layouts = ppflow.levels == 3 ? ["down_square", "down_w", "full"] : ["down_square", "full"]
         for level in 0..<ppflow.levels {
-            let t = (bands[level].lowerBound + bands[level].upperBound) / 2
+            // Spread over the level's band: t_i at the centres of `batch` equal slices.
+            let band = bands[level]
+            let times = (0..<batch).map { Float(band.lowerBound + (band.upperBound - band.lowerBound) * (Double($0) + 0.5) / Double(batch)) }
+            let t = (band.lowerBound + band.upperBound) / 2
             var x = [Float](repeating: 0, count: batch * perSample)
-            for i in 0..<x.count { x[i] = Float(t) * x1[i] + Float(1 - t) * x0[i] }
-            let times = [Float](repeating: Float(t), count: batch)
+            for b in 0..<batch {
+                for i in 0..<perSample { x[b * perSample + i] = times[b] * x1[b * perSample + i] + (1 - times[b]) * x0[b * perSample + i] }
+            }
             let expected = sourceModel.forward(x: x, t: times, y: labels, batch: batch)        // [B, Cout, S, S]
             let actual = ppflowModel.forward(x: x, t: times, y: labels, batch: batch, level: level)
             let (rel, maxAbs) = Verification.predictionError(actual, expected, batch: batch, channels: c,
@@ -109,7 +114,7 @@ public struct Verification {
         levels.map { r in
             let verdict = r.required ? (r.passed ? "ok (must match the source)" : "FAILED (must match the source to \(Verification.finestTolerance))")
                                      : "deviation from the source (warm start; fine-tuning closes it)"
-            return "level \(r.level) \(r.layout.padding(11)) t=\(r.t): relative error \(r.relativeError), max |diff| \(r.maxAbsError)  \(verdict)"
+            return "level \(r.level) \(r.layout.padding(11)) t~\(r.t): relative error \(r.relativeError), max |diff| \(r.maxAbsError)  \(verdict)"
         }
     }
 }

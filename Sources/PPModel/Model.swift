@@ -37,6 +37,12 @@ public final class Model {
     /// Model evaluations done (samples × passes), for reports.
     public private(set) var forwardCount = 0
 
+    /// Called during `forward` with the final layer's input features of each level group
+    /// (after its adaLN modulation, before the output projection): (level, features [rows, D], rows).
+    /// Rows are the group's samples in order, tokens row-major. The calibrated initializer fits the
+    /// coarse output projections on these.
+    public var finalFeaturesObserver: ((Int, UnsafePointer<Float>, Int) -> Void)?
+
     private struct BlockOffsets {
         let qkvWeight, qkvBias, projWeight, projBias, fc1Weight, fc1Bias, fc2Weight, fc2Bias, adaWeight, adaBias: Int
     }
@@ -254,6 +260,7 @@ public final class Model {
                        bias: params + layout.offset("final_layer.adaLN_modulation.1.bias"), output: mod, rows: b, inFeatures: d, outFeatures: 2 * d)
         Kernels.layerNorm(input: stream, output: h, rows: rows, dim: d, eps: 1e-6)
         Kernels.modulate(h, batch: b, tokens: tokenCount, dim: d, shift: mod, scale: mod + d, conditionStride: 2 * d)
+        finalFeaturesObserver?(level, h, rows)
         let levelOutChannels = config.outChannels * factor
         let headFeatures = p * p * levelOutChannels
         let head = headOutput.reserve(rows * headFeatures)

@@ -130,7 +130,11 @@ extension PPConvertCommand {
 
         @Argument(help: "The DiT/SiT source (torch .pt, safetensors, diffusers folder/zip, zip with config.json).") var source: String
         @Option(help: "Pyramid levels: 2 or 3.") var levels = 2
-        @Option(help: "Initializer of the large-patch projections: repeat (the official rule).") var `init`: InitializerKind = .repeat
+        @Option(help: "Initializer: repeat (the official rule) or calibrated (repeat, then the coarse output projections refitted to the source on --data latents).") var `init`: InitializerKind = .repeat
+        @Option(help: "Latents for --init calibrated and for verification: safetensors with latents [N,C,H,W] and optional labels [N].") var data: String?
+        @Option(help: "Calibration images (default 2048, or all the data has).") var calibrationSamples = 2048
+        @Option(help: "Seed of the calibration inputs.") var seed: UInt64 = 0
+        @Option(help: "Ridge factor: lambda = factor x rows.") var ridge = 1e-3
         @Option(help: "Level thresholds in flow time, e.g. 0.5 or 0.5,0.75 (default: the paper's).") var thresholds: String?
         @Option(help: "Default guidance scale per level, e.g. 1,3 (default: the paper's FID settings).") var cfgScales: String?
         @Option(help: "velocity (SiT) or epsilon (DiT), when the source's metadata does not say.") var objective: String?
@@ -148,6 +152,9 @@ extension PPConvertCommand {
             if dryRun && check { throw ValidationError("--dry-run and --check exclude each other") }
             if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
             if format != .native && format != .torch { throw ValidationError("--format must be native or torch") }
+            if `init` == .calibrated && data == nil { throw ValidationError("--init calibrated needs --data LATENTS") }
+            if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be positive") }
+            if !(ridge >= 0) { throw ValidationError("--ridge must be >= 0") }
         }
 
         func run() throws {
@@ -161,12 +168,26 @@ extension PPConvertCommand {
                 options.objective = objective.flatMap(Objective.init(userName:))
                 options.dtype = dtype
                 options.heads = heads
+                if let data, `init` == .calibrated {
+                    var calibration = CalibratedInitializer.Options(dataPath: data)
+                    calibration.samples = calibrationSamples
+                    calibration.seed = seed
+                    calibration.ridgeFactor = ridge
+                    options.calibration = calibration
+                    let bar = Progress("calibration", total: 0)
+                    options.progress = { what, done, total in bar.update(done, of: total, label: what) }
+                }
                 var job = FromDiTJob(sourcePath: source, options: options)
                 job.weights = sourceOptions.weights
                 job.output = out
                 job.format = format
                 job.verify = !noVerify
                 job.mode = dryRun ? .dryRun : check ? .check : .write
+                if let data {
+                    let probe = try CheckpointLoader.load(source, weights: sourceOptions.weights)
+                    let config = try ModelLoader.configuration(of: probe, heads: heads)
+                    job.verificationData = try VerificationData.load(data, channels: config.inChannels, size: config.inputSize)
+                }
                 if json == "-" { job.log = { CLI.printError($0) } }
                 let outcome = try job.run()
                 if let json { try CLI.writeJSON(outcome.report, to: json) }
