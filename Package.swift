@@ -32,8 +32,9 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CLibZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
+        .target(name: "CSHA256"),
 
-        .target(name: "PPTensor"),
+        .target(name: "PPTensor", dependencies: ["CSHA256"]),
         .target(name: "PPJSON", dependencies: ["CJSONC", "PPTensor"]),
         .target(name: "PPSafetensors", dependencies: ["PPTensor", "PPJSON"]),
         .target(name: "PPTorchFormat", dependencies: ["PPTensor", "CLibZip"]),

@@ -1,0 +1,47 @@
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@testable import PPTensor
+
+/// A fresh folder under the system temp dir, removed by `tearDown` of the tests that use it.
+func makeTemporaryFolder() -> String {
+    var template = Array("/tmp/pptensor-tests-XXXXXX".utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    precondition(made != nil, "cannot create a temporary folder")
+    return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
+/// Names in `folder`, sorted, without "." and "..".
+func listFolder(_ folder: String) -> [String] {
+    guard let d = opendir(folder) else { return [] }
+    defer { closedir(d) }
+    var names: [String] = []
+    while let entry = readdir(d) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+
+func readWholeFile(_ path: String) throws -> [UInt8] {
+    let s = try ByteStorage(mappingFile: path)
+    return Array(s.bytes)
+}
+
+func writeRawFile(_ path: String, _ bytes: [UInt8]) {
+    let f = fopen(path, "wb")!
+    if !bytes.isEmpty { _ = bytes.withUnsafeBytes { fwrite($0.baseAddress!, 1, $0.count, f) } }
+    fclose(f)
+}
+
+func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var rng = SeededRandom(seed: seed)
+    return (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+}
