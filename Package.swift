@@ -3,7 +3,8 @@
 // fine-tune and sample, with parity against the official PyTorch code.
 //
 // Layering (bytes -> checkpoint IO -> conversion -> model -> training/sampling -> checkpoint IO):
-//   C shims (COpenBLAS, CLibZip, CJSONC), each imported by exactly one Swift module
+//   C shims (COpenBLAS, CLibZip, CJSONC), each imported by exactly one Swift module; CSHA256 is our
+//   own SHA-NI compression function (x86-64), used by PPTensor's SHA256 when the CPU has it
 //   PPTensor       dtypes, half/bfloat conversions, byte storages (mmap), tensor views, errors
 //   PPJSON         json-c wrapper: JSON values, strict parsing (duplicate keys), deterministic output
 //   PPSafetensors  safetensors reader/writer, sharded sets
