@@ -14,6 +14,7 @@
 //   PPConvert      from-dit: key rules, pyramid initializers, verification
 //   PPSample       ODE samplers, guidance, PNG output
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer
+//   PPCLI          what the executables share: error exits, progress, JSON output
 //   ppconvert / ppsample / ppfinetune   thin command-line front ends
 import PackageDescription
 
@@ -40,31 +41,39 @@ let package = Package(
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
         .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
         .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel"]),
-        .target(name: "PPSample", dependencies: ["PPTensor", "PPCheckpoint", "PPModel", "PPKernels"]),
-        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
+        .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
+        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
+        // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
+        .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
 
         .executableTarget(name: "ppconvert", dependencies: [
-            "PPConvert", "PPCheckpoint", "PPModel",
+            "PPCLI",
+            "PPConvert", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppsample", dependencies: [
-            "PPSample", "PPCheckpoint", "PPModel",
+            "PPCLI",
+            "PPSample", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
-            "PPTrain", "PPCheckpoint", "PPModel",
+            "PPCLI",
+            "PPTrain", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "PPTensorTests", dependencies: ["PPTensor"]),
         .testTarget(name: "PPJSONTests", dependencies: ["PPJSON"]),
         .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPTensor"]),
-        .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTorchFormat", "PPTensor"]),
+        .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTorchFormat", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPCheckpointTests", dependencies: ["PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
         .testTarget(name: "PPKernelsTests", dependencies: ["PPKernels"]),
-        .testTarget(name: "PPModelTests", dependencies: ["PPModel", "PPCheckpoint", "PPTensor"]),
-        .testTarget(name: "PPConvertTests", dependencies: ["PPConvert", "PPCheckpoint", "PPModel", "PPTensor"]),
-        .testTarget(name: "PPSampleTests", dependencies: ["PPSample", "PPModel", "PPCheckpoint", "PPTensor"]),
-        .testTarget(name: "PPTrainTests", dependencies: ["PPTrain", "PPModel", "PPCheckpoint", "PPTensor"]),
-    ]
+        .testTarget(name: "PPModelTests", dependencies: ["PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPConvertTests", dependencies: ["PPConvert", "PPCheckpoint", "PPModel", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPSampleTests", dependencies: ["PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTrain", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+    ],
+    // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
+    // ranges), which strict Swift 6 checking cannot see.
+    swiftLanguageModes: [.v5]
 )

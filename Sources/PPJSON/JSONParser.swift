@@ -21,7 +21,7 @@ public enum JSON {
     /// Reads and parses the JSON file at `path`.
     public static func parse(file path: String) throws -> JSONValue {
         let storage = try ByteStorage(mappingFile: path)
-        return try withExtendedLifetime(storage) { try parse(storage.bytes, origin: path) }
+        return try storage.withBytes { try parse($0, origin: path) }
     }
 
     /// Parses `bytes` as one RFC 8259 JSON value (surrounding whitespace allowed).

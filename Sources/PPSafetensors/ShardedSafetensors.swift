@@ -11,7 +11,18 @@ public struct ShardedSafetensors {
     /// mappings) and the index's `metadata`, with non-string values as compact JSON text
     /// (`"total_size": 123` gives `("total_size", "123")`).
     public static func open(indexPath: String) throws -> (tensors: TensorDict, metadata: [(String, String)]) {
-        let index = try JSON.parse(file: indexPath)
+        let folder = FileOutput.directory(of: indexPath)
+        let storage = try ByteStorage(mappingFile: indexPath)
+        return try storage.withBytes { indexBytes in try open(index: indexBytes, origin: indexPath) { file in
+            try SafetensorsFile.open("\(folder)/\(file)")
+        } }
+    }
+
+    /// The same checks for an index that is not a plain file (a zipped folder): `openShard` opens a shard
+    /// by its name relative to the index's folder.
+    public static func open(index bytes: UnsafeRawBufferPointer, origin indexPath: String,
+                            openShard: (String) throws -> SafetensorsFile) throws -> (tensors: TensorDict, metadata: [(String, String)]) {
+        let index = try JSON.parse(bytes, origin: indexPath)
         guard case .object(let top) = index else {
             throw PPError.badInput(indexPath, "index is \(index.kindDescription), expected an object with \"weight_map\"")
         }
@@ -44,10 +55,9 @@ public struct ShardedSafetensors {
             mapped[name] = file
         }
 
-        let folder = FileOutput.directory(of: indexPath)
         var found: [String: (file: String, tensor: TensorView)] = [:]
         for file in shardFiles {
-            let shard = try SafetensorsFile.open("\(folder)/\(file)")
+            let shard = try openShard(file)
             for (name, tensor) in shard.tensors.items {
                 if let earlier = found[name] {
                     throw PPError.badInput(indexPath, entry: name, "tensor is in two shards, \(earlier.file) and \(file)")

@@ -66,7 +66,23 @@ public final class ByteStorage: @unchecked Sendable {
         }
     }
 
+    /// A window of `parent` (for example a stored zip entry inside a mapped archive). Keeps the parent
+    /// alive; no bytes are copied.
+    public init(slicing parent: ByteStorage, range: Range<Int>, origin: String) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= parent.count, "slice outside the storage")
+        bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
+        self.origin = origin
+        release = { withExtendedLifetime(parent) {} }
+    }
+
     public var count: Int { bytes.count }
+
+    /// Runs `body` with the bytes while keeping this storage alive. Use this (not `bytes` on a
+    /// temporary) whenever the storage is not otherwise held: ARC may release a mapping right after
+    /// its last use, before a callee has finished reading it.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(bytes) }
+    }
 
     deinit { release() }
 }

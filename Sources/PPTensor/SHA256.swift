@@ -70,6 +70,8 @@ public struct SHA256: Sendable {
         var h = SHA256(); h.update(data); return h.finishHex()
     }
 
+    public static func hash(_ storage: ByteStorage) -> String { storage.withBytes { hash($0) } }
+
     public static func hash(_ bytes: [UInt8]) -> String { bytes.withUnsafeBytes { hash($0) } }
 
     @inline(__always) private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }

@@ -1,1 +1,235 @@
-print("not built yet")
+import ArgumentParser
+import PPCheckpoint
+import PPCLI
+import PPConvert
+import PPJSON
+import PPModel
+import PPTensor
+
+struct PPConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ppconvert",
+        abstract: "Read DiT/SiT/PPFlow checkpoints in any common form, convert DiT/SiT to PPFlow, verify, compare.",
+        discussion: """
+            SOURCE/PATH may be a torch .pt (bare state dict or train checkpoint), a safetensors file, a sharded
+            safetensors folder, a diffusers folder, a native PPFlow folder, or a zip of any of these. Formats are
+            detected by content. Exit codes: 0 ok, 1 verification/diff mismatch, 64 usage, 65 bad input,
+            66 missing input, 74 I/O error.
+            """,
+        subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self])
+}
+
+struct SourceOptions: ParsableArguments {
+    @Option(help: "Which state dict of a train checkpoint to use: ema or model (default: ema when present).")
+    var weights: WeightsChoice?
+
+    @Flag(name: .customLong("no-verify-hash"), help: "Do not check native checkpoints against the sha256 in their config.json.")
+    var noVerifyHash = false
+
+    func load(_ path: String) throws -> LoadedCheckpoint {
+        CheckpointLoader.verifyNativeHashes = !noVerifyHash
+        return try CheckpointLoader.load(path, weights: weights)
+    }
+}
+
+extension WeightsChoice: ExpressibleByArgument {}
+extension OutputFormat: ExpressibleByArgument {}
+extension OutputDType: ExpressibleByArgument {}
+extension InitializerKind: ExpressibleByArgument {}
+
+extension PPConvertCommand {
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show format, family, inferred configuration, sub-dicts and tensors of a checkpoint.")
+
+        @Argument(help: "The checkpoint (file, folder or zip).") var path: String
+        @OptionGroup var source: SourceOptions
+        @Flag(help: "Print a JSON report instead of text.") var json = false
+        @Flag(help: "List every tensor (the text report shows the first 40).") var all = false
+        @Option(help: "Number of attention heads, if no metadata says (released models: S 6, B 12, L/XL 16).") var heads: Int?
+
+        func run() throws {
+            CLI.run("ppconvert inspect") {
+                var loaded = try source.load(path)
+                if let heads { loaded.architectureHints["num_heads"] = .int(Int64(heads)) }
+                let report = InspectReport(loaded, sha256: try SourceHash.of(path))
+                if json {
+                    try CLI.writeJSON(report.json, to: "-")
+                } else {
+                    report.lines(maxTensors: all ? .max : 40).forEach { print($0) }
+                }
+                return 0
+            }
+        }
+    }
+
+    struct Convert: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change the container without changing the model.",
+            discussion: """
+                Examples:
+                  ppconvert convert PPF-XL-2.pt ppf-xl-2 --format native
+                  ppconvert convert ppf-xl-2 PPF-XL-2-bf16.pt --format torch --dtype bf16
+                  ppconvert convert dit_diffusers.zip dit.safetensors --format safetensors
+                """)
+
+        @Argument(help: "The source checkpoint.") var input: String
+        @Argument(help: "The output file (or folder for --format native).") var output: String
+        @Option(help: "native | torch | torch-train | safetensors") var format: OutputFormat = .native
+        @Option(help: "keep | f32 | f16 | bf16 (floating-point tensors; rounding to nearest even)") var dtype: OutputDType = .keep
+        @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
+        @OptionGroup var source: SourceOptions
+
+        func run() throws {
+            CLI.run("ppconvert convert") {
+                let loaded = try source.load(input)
+                let summary = try ContainerConversion.run(loaded, to: output, format: format, dtype: dtype,
+                                                          sourceSHA256: try SourceHash.of(input), heads: heads)
+                print("wrote \(output) (\(format.rawValue)): \(summary.tensorCount) tensors, \(Format.bytes(summary.bytes))")
+                return 0
+            }
+        }
+    }
+
+    struct Diff: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Compare two checkpoints tensor by tensor; exit 0 when equal, 1 when not.")
+
+        @Argument(help: "First checkpoint.") var a: String
+        @Argument(help: "Second checkpoint.") var b: String
+        @Flag(help: "Print a JSON report.") var json = false
+        @OptionGroup var source: SourceOptions
+
+        func run() throws {
+            CLI.run("ppconvert diff") {
+                let diff = CheckpointDiff(try source.load(a).tensors, try source.load(b).tensors)
+                if json {
+                    try CLI.writeJSON(diff.json(pathA: a, pathB: b), to: "-")
+                } else {
+                    diff.lines().forEach { print($0) }
+                }
+                return diff.isEqual ? 0 : 1
+            }
+        }
+    }
+}
+
+extension PPConvertCommand {
+    struct FromDit: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "from-dit",
+            abstract: "Turn a pretrained DiT/SiT into a PPFlow model (verified: the finest level must reproduce the source).",
+            discussion: """
+                Examples:
+                  ppconvert from-dit examples/digits/digits-sit.zip                 # -> ./digits-sit-ppf2/
+                  ppconvert from-dit SiT-XL-2-256.pt --levels 3 --objective velocity --out ppf-xl-3
+                  ppconvert from-dit weights.zip --json report.json --check        # CI: fail on drift
+                The objective comes from metadata (config.json, train args, diffusers scheduler); --objective fills
+                the gap when there is none. Without either the model is converted and recorded as 'unknown'.
+                """)
+
+        @Argument(help: "The DiT/SiT source (torch .pt, safetensors, diffusers folder/zip, zip with config.json).") var source: String
+        @Option(help: "Pyramid levels: 2 or 3.") var levels = 2
+        @Option(help: "Initializer of the large-patch projections: repeat (the official rule).") var `init`: InitializerKind = .repeat
+        @Option(help: "Level thresholds in flow time, e.g. 0.5 or 0.5,0.75 (default: the paper's).") var thresholds: String?
+        @Option(help: "Default guidance scale per level, e.g. 1,3 (default: the paper's FID settings).") var cfgScales: String?
+        @Option(help: "velocity (SiT) or epsilon (DiT), when the source's metadata does not say.") var objective: String?
+        @Option(help: "Output dtype: keep | f32 | f16 | bf16.") var dtype: OutputDType = .keep
+        @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
+        @Option(help: "Output folder (native) or file (torch). Default: <source>-ppf<levels>.") var out: String?
+        @Option(help: "native | torch") var format: OutputFormat = .native
+        @Option(help: "Write a JSON report to this file ('-' for stdout).") var json: String?
+        @Flag(help: "Print the plan (tensors copied, derived, dropped, output size) and write nothing.") var dryRun = false
+        @Flag(help: "Compare an existing output with a fresh conversion; exit 1 if it differs. Writes nothing.") var check = false
+        @Flag(name: .customLong("no-verify"), help: "Skip running source and converted model.") var noVerify = false
+        @OptionGroup var sourceOptions: SourceOptions
+
+        func validate() throws {
+            if dryRun && check { throw ValidationError("--dry-run and --check exclude each other") }
+            if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
+            if format != .native && format != .torch { throw ValidationError("--format must be native or torch") }
+        }
+
+        func run() throws {
+            CLI.run("ppconvert from-dit") {
+                CheckpointLoader.verifyNativeHashes = !sourceOptions.noVerifyHash
+                var options = FromDiTOptions()
+                options.levels = levels
+                options.initializer = `init`
+                options.thresholds = try thresholds.map { try parseList($0, "--thresholds") }
+                options.cfgScales = try cfgScales.map { try parseList($0, "--cfg-scales") }
+                options.objective = objective.flatMap(Objective.init(userName:))
+                options.dtype = dtype
+                options.heads = heads
+                var job = FromDiTJob(sourcePath: source, options: options)
+                job.weights = sourceOptions.weights
+                job.output = out
+                job.format = format
+                job.verify = !noVerify
+                job.mode = dryRun ? .dryRun : check ? .check : .write
+                if json == "-" { job.log = { CLI.printError($0) } }
+                let outcome = try job.run()
+                if let json { try CLI.writeJSON(outcome.report, to: json) }
+                return outcome.exitCode
+            }
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check an existing PPFlow model against its DiT/SiT source, level by level.")
+
+        @Argument(help: "The PPFlow checkpoint.") var ppflow: String
+        @Option(help: "The DiT/SiT it was converted from.") var against: String
+        @Option(help: "Latents (safetensors with 'latents' [N,C,H,W] and optional 'labels') instead of random inputs.") var data: String?
+        @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
+        @Option(help: "Samples per level.") var batch = 4
+        @Option(help: "Seed of the inputs.") var seed: UInt64 = 0
+        @Flag(help: "Print a JSON report.") var json = false
+        @OptionGroup var sourceOptions: SourceOptions
+
+        func run() throws {
+            CLI.run("ppconvert verify") {
+                let target = try sourceOptions.load(ppflow)
+                let source = try sourceOptions.load(against)
+                let targetConfig = try ContainerConversion.modelConfig(of: target, heads: heads)
+                let sourceConfig = try ContainerConversion.modelConfig(of: source, heads: heads ?? targetConfig.numHeads)
+                guard targetConfig.levels > 1 else { throw PPError(.usage, file: ppflow, "not a PPFlow model (\(target.family))") }
+                guard sourceConfig.levels == 1 else { throw PPError(.usage, file: against, "not a DiT/SiT model (\(source.family))") }
+                let latents = try data.map { try VerificationData.load($0, channels: sourceConfig.inChannels, size: sourceConfig.inputSize) }
+                let verification = Verification(
+                    source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)),
+                    ppflow: targetConfig, ppflowParameters: try ModelParameters(config: targetConfig, tensors: target.tensors),
+                    batch: batch, seed: seed, data: latents)
+                if json { try CLI.writeJSON(verification.json, to: "-") } else { verification.lines().forEach { print($0) } }
+                return verification.passed ? 0 : 1
+            }
+        }
+    }
+}
+
+func parseList(_ text: String, _ flag: String) throws -> [Double] {
+    try text.split(separator: ",").map {
+        guard let v = Double($0.trimmingCharacters(in: " ")) else { throw PPError(.usage, entry: flag, "'\(text)' is not a comma-separated list of numbers") }
+        return v
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: Character) -> Substring {
+        var s = self
+        while s.first == set { s.removeFirst() }
+        while s.last == set { s.removeLast() }
+        return s
+    }
+}
+
+/// sha256 of a file or, for a folder, of its weights file(s) in name order.
+enum SourceHash {
+    static func of(_ path: String) throws -> String? {
+        if let storage = try? ByteStorage(mappingFile: path) { return SHA256.hash(storage) }
+        return nil
+    }
+}
+
+PPConvertCommand.main()

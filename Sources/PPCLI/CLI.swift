@@ -1,0 +1,121 @@
+import PPJSON
+import PPTensor
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the command-line front ends share: one-line errors with sysexits-style codes, progress that
+/// is live on a terminal and plain lines otherwise, and JSON output.
+public enum CLI {
+    /// Runs `body`; a PPError becomes one line on stderr (`tool: file: entry: problem`) and its exit code.
+    public static func run(_ tool: String, _ body: () throws -> Int32) -> Never {
+        do {
+            let code = try body()
+            fflush(stdout)
+            exit(code)
+        } catch let error as PPError {
+            fflush(stdout)
+            printError("\(tool): \(error.description)")
+            exit(error.exitCode)
+        } catch {
+            fflush(stdout)
+            printError("\(tool): \(error)")
+            exit(70)
+        }
+    }
+
+    public static func printError(_ line: String) {
+        fputs(line + "\n", stderr)
+    }
+
+    /// True when stderr is a terminal (progress then redraws one line).
+    public static var isTerminal: Bool { isatty(2) != 0 }
+
+    /// Writes a JSON report to a file (atomically) or to stdout for "-".
+    public static func writeJSON(_ value: JSONValue, to destination: String) throws {
+        let text = JSON.serialize(value, pretty: true) + "\n"
+        if destination == "-" {
+            print(text, terminator: "")
+        } else {
+            try FileOutput.writeFile(destination, bytes: Array(text.utf8))
+        }
+    }
+
+    /// Seconds since an arbitrary start (monotonic).
+    public static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}
+
+/// Progress on stderr: one redrawn line on a terminal, a plain line every `plainEvery` seconds otherwise.
+public final class Progress {
+    private let label: String
+    private let total: Int
+    private let start = CLI.now()
+    private var lastPrint = -1e9
+    private let plainEvery: Double
+    private let enabled: Bool
+
+    public init(_ label: String, total: Int, enabled: Bool = true, plainEvery: Double = 10) {
+        self.label = label
+        self.total = total
+        self.enabled = enabled
+        self.plainEvery = plainEvery
+    }
+
+    public func update(_ done: Int, detail: String = "") {
+        guard enabled else { return }
+        let now = CLI.now()
+        let elapsed = now - start
+        let interval = CLI.isTerminal ? 0.1 : plainEvery
+        guard now - lastPrint >= interval || done == total else { return }
+        lastPrint = now
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let eta = rate > 0 ? Double(total - done) / rate : 0
+        let line = "\(label) \(done)/\(total) \(Format.fixed(elapsed, 1))s elapsed, ETA \(Format.fixed(eta, 1))s\(detail.isEmpty ? "" : "  " + detail)"
+        if CLI.isTerminal {
+            fputs("\r\u{1B}[K" + line + (done == total ? "\n" : ""), stderr)
+        } else {
+            fputs(line + "\n", stderr)
+        }
+    }
+}
+
+/// Number formatting without Foundation.
+public enum Format {
+    public static func fixed(_ value: Double, _ digits: Int) -> String {
+        guard value.isFinite else { return "\(value)" }
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let rounded = (abs(value) * scale).rounded()
+        let integer = Int(rounded / scale)
+        let fraction = Int(rounded - Double(integer) * scale)
+        var text = "\(value < 0 && rounded != 0 ? "-" : "")\(integer)"
+        if digits > 0 {
+            let f = String(fraction)
+            text += "." + String(repeating: "0", count: digits - f.count) + f
+        }
+        return text
+    }
+
+    /// 1.5e-07 style for small errors.
+    public static func scientific(_ value: Double, _ digits: Int = 2) -> String {
+        guard value.isFinite, value != 0 else { return value == 0 ? "0" : "\(value)" }
+        var exponent = 0
+        var mantissa = abs(value)
+        while mantissa >= 10 { mantissa /= 10; exponent += 1 }
+        while mantissa < 1 { mantissa *= 10; exponent -= 1 }
+        return "\(value < 0 ? "-" : "")\(fixed(mantissa, digits))e\(exponent < 0 ? "-" : "+")\(abs(exponent) < 10 ? "0" : "")\(abs(exponent))"
+    }
+
+    public static func bytes(_ count: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(count)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        return unit == 0 ? "\(count) B" : "\(fixed(value, 1)) \(units[unit])"
+    }
+}

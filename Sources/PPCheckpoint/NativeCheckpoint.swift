@@ -1,0 +1,88 @@
+import PPJSON
+import PPSafetensors
+import PPTensor
+
+/// The toolkit's own checkpoint: a folder with `model.safetensors` (official PPFlow key names, so the
+/// official code loads it with safetensors and `load_state_dict(strict=True)`) and `config.json`
+/// (format, architecture, pyramid, guidance, objective, provenance, and the sha256 of the weights).
+/// The config, without the hash, is also stored in the safetensors `__metadata__` under `ppflow_config`.
+public enum NativeCheckpoint {
+    public static let formatName = "ppflow-native"
+    public static let formatVersion: Int64 = 1
+    public static let weightsFileName = "model.safetensors"
+    public static let configFileName = "config.json"
+    public static let metadataKey = "ppflow_config"
+
+    /// Writes the folder atomically (built under a temporary name, then renamed into place).
+    /// `config` must not contain `model_sha256`; it is computed here. Returns the weights' sha256.
+    @discardableResult
+    public static func write(tensors: TensorDict, config: JSONObject, to folder: String) throws -> String {
+        var hash = ""
+        try FileOutput.writeFolder(folder) { temporary in
+            hash = try writeContents(tensors: tensors, config: config, into: temporary)
+        }
+        return hash
+    }
+
+    /// Writes the two files into an existing (temporary) folder.
+    public static func writeContents(tensors: TensorDict, config: JSONObject, into folder: String) throws -> String {
+        var withFormat = config
+        withFormat["format"] = .string(formatName)
+        withFormat["format_version"] = .int(formatVersion)
+        withFormat["model_sha256"] = nil
+        let metadata = [(metadataKey, JSON.serialize(.object(withFormat), pretty: false, sortKeys: true))]
+        let weightsPath = "\(folder)/\(weightsFileName)"
+        try SafetensorsWriter.write(tensors, metadata: metadata, to: weightsPath)
+        let hash = try sha256(ofFile: weightsPath)
+        var full = withFormat
+        full["model_sha256"] = .string(hash)
+        try FileOutput.writeFile("\(folder)/\(configFileName)", bytes: Array((JSON.serialize(.object(full), pretty: true) + "\n").utf8))
+        return hash
+    }
+
+    /// Loads a native folder found by `CheckpointLoader` and checks the weights against the recorded hash.
+    static func load(tree: FileTree, root: String, config: JSONValue, verifyHash: Bool = CheckpointLoader.verifyNativeHashes) throws -> LoadedCheckpoint {
+        let rel = root.isEmpty ? weightsFileName : "\(root)/\(weightsFileName)"
+        guard tree.contains(rel) else {
+            throw PPError.badInput(tree.origin, entry: weightsFileName, "missing from a \(formatName) folder")
+        }
+        if let version = config["format_version"]?.intValue, version > formatVersion {
+            throw PPError(.unsupported, file: tree.displayPath(rel), "written by a newer toolkit (format_version \(version) > \(formatVersion))")
+        }
+        let storage = try tree.open(rel)
+        if verifyHash, let recorded = config["model_sha256"]?.stringValue {
+            let actual = SHA256.hash(storage)
+            guard actual == recorded else {
+                throw PPError.badInput(tree.displayPath(rel),
+                    "sha256 \(actual) differs from \(recorded) recorded in config.json (the file was changed or corrupted; --no-verify-hash skips this check)")
+            }
+        }
+        let file = try SafetensorsFile.parse(storage, origin: tree.displayPath(rel))
+        var loaded = CheckpointLoader.describe(file.tensors, containers: [formatName, "safetensors"], origin: tree.origin)
+        loaded.weightsFile = rel
+        loaded.nativeConfig = config
+        loaded.sidecarConfig = config
+        if let architecture = config["architecture"]?.objectValue {
+            for key in architecture.keys { loaded.architectureHints[key] = architecture[key] }
+        }
+        if let name = config["objective"]?.stringValue, let objective = Objective(rawValue: name) {
+            loaded.objective = objective
+            loaded.objectiveSource = "config.json objective"
+        }
+        if config["time_features"]?.stringValue == "diffusers" { loaded.diffusersNumerics = true }
+        if let family = config["family"]?.stringValue { loaded.family = family }
+        return loaded
+    }
+
+    /// sha256 of a file, streamed through the mapping.
+    public static func sha256(ofFile path: String) throws -> String {
+        let storage = try ByteStorage(mappingFile: path)
+        return SHA256.hash(storage)
+    }
+}
+
+extension CheckpointLoader {
+    /// Native folders are checked against their recorded sha256 unless this is turned off
+    /// (`--no-verify-hash`, for people who edit files by hand).
+    nonisolated(unsafe) public static var verifyNativeHashes = true
+}

@@ -1,0 +1,57 @@
+import PPCheckpoint
+import PPJSON
+import PPModel
+import PPTensor
+
+/// `ppconvert convert`: the same model in another container (official PPF-XL-2.pt to native, native to
+/// .pt, diffusers to safetensors, ...). Weights are not changed except by an explicit `--dtype`.
+public enum ContainerConversion {
+    public struct Summary {
+        public var tensorCount: Int
+        public var bytes: Int
+        public var outputSHA256: String?
+    }
+
+    public static func modelConfig(of source: LoadedCheckpoint, heads: Int? = nil) throws -> ModelConfig {
+        try ModelLoader.configuration(of: source, heads: heads)
+    }
+
+    public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
+                           sourceSHA256: String?, heads: Int? = nil) throws -> Summary {
+        let tensors = dtype.apply(to: try ModelLoader.completeTensors(source, config: try modelConfig(of: source, heads: heads)))
+        switch format {
+        case .safetensors:
+            try CheckpointWriter.writeSafetensors(tensors, to: output)
+            return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
+        case .torch:
+            try CheckpointWriter.writeTorchStateDict(tensors, to: output)
+            return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
+        case .torchTrain:
+            let config = try modelConfig(of: source, heads: heads)
+            try TrainCheckpointExport.write(model: tensors, ema: tensors, config: config, objective: source.objective, to: output)
+            return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
+        case .native:
+            let config = try modelConfig(of: source, heads: heads)
+            var native: JSONObject
+            if let existing = source.nativeConfig?.objectValue {
+                native = existing
+                native["model_sha256"] = nil
+            } else {
+                let family = config.levels > 1 ? "PPFlow-\(config.levels)" : source.family
+                let scales: [Double] = config.levels == 3 ? [1.0, 3.5, 3.75] : config.levels == 2 ? [1.0, 3.0] : [4.0]
+                native = FromDiT.nativeConfig(for: config, objective: source.objective, cfgScales: scales, family: family, provenance: JSONObject([
+                    ("tool", .string(FromDiT.toolVersion)),
+                    ("source", .object(JSONObject([
+                        ("file", .string(FileOutput.baseName(of: source.path))),
+                        ("format", .string(source.containerDescription)),
+                        ("sha256", sourceSHA256.map { .string($0) } ?? .null),
+                    ]))),
+                    ("initializer", .object(JSONObject([("name", .string("none (container conversion)"))]))),
+                    ("objective_source", .string(source.objectiveSource)),
+                ]))
+            }
+            let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output)
+            return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: hash)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import PPCheckpoint
+import PPJSON
+import PPModel
+import PPTensor
+
+/// Runs a source DiT/SiT and a PPFlow model derived from it on the same deterministic inputs and
+/// reports, per level, how far the PPFlow prediction is from the source's. The finest level must
+/// reproduce the source (relative error <= 1e-5); coarser levels are a warm start, so their
+/// deviation is reported, not judged.
+public struct Verification {
+    public struct LevelResult: Sendable {
+        public var level: Int
+        public var layout: String
+        public var t: Double
+        /// ||ppflow - source|| / ||source|| on the prediction channels, in the full layout (the level
+        /// layouts are lossless rearrangements, so the number is the same in the level's layout).
+        public var relativeError: Double
+        public var maxAbsError: Double
+        public var required: Bool
+        public var passed: Bool
+    }
+
+    public static let finestTolerance = 1e-5
+
+    public var levels: [LevelResult] = []
+    public var inputs: String
+    public var passed: Bool { levels.allSatisfy(\.passed) }
+
+    /// `data`: optional real latents [N,C,S,S] (+ labels) to use instead of random ones.
+    public init(source: ModelConfig, sourceParameters: ModelParameters, ppflow: ModelConfig, ppflowParameters: ModelParameters,
+                batch: Int = 4, seed: UInt64 = 0, data: (latents: [Float], labels: [Int32], count: Int)? = nil) {
+        let sourceModel = Model(config: source, parameters: sourceParameters)
+        let ppflowModel = Model(config: ppflow, parameters: ppflowParameters)
+        let c = source.inChannels, s = source.inputSize
+        let perSample = c * s * s
+        var rng = SeededRandom(seed: seed)
+        // Inputs: x_t = t*x1 + (1-t)*x0 with x1 from data when given (else Gaussian), x0 Gaussian.
+        var x1 = [Float](repeating: 0, count: batch * perSample)   // [B, C, S, S]
+        var labels = [Int32](repeating: 0, count: batch)            // [B]
+        if let data, data.count > 0 {
+            for b in 0..<batch {
+                let pick = rng.below(data.count)
+                for i in 0..<perSample { x1[b * perSample + i] = data.latents[pick * perSample + i] }
+                labels[b] = data.labels.isEmpty ? Int32(source.numClasses) : data.labels[pick]
+            }
+            inputs = "\(batch) samples of the given latents, seed \(seed)"
+        } else {
+            x1 = rng.normals(batch * perSample)
+            for b in 0..<batch { labels[b] = Int32(rng.below(source.numClasses)) }
+            inputs = "\(batch) Gaussian samples, seed \(seed)"
+        }
+        let x0 = rng.normals(batch * perSample)                     // [B, C, S, S]
+        let bands = Verification.bands(thresholds: ppflow.thresholds)
+        let layouts = ppflow.levels == 3 ? ["down_square", "down_w", "full"] : ["down_square", "full"]
+        for level in 0..<ppflow.levels {
+            let t = (bands[level].lowerBound + bands[level].upperBound) / 2
+            var x = [Float](repeating: 0, count: batch * perSample)
+            for i in 0..<x.count { x[i] = Float(t) * x1[i] + Float(1 - t) * x0[i] }
+            let times = [Float](repeating: Float(t), count: batch)
+            let expected = sourceModel.forward(x: x, t: times, y: labels, batch: batch)        // [B, Cout, S, S]
+            let actual = ppflowModel.forward(x: x, t: times, y: labels, batch: batch, level: level)
+            let (rel, maxAbs) = Verification.predictionError(actual, expected, batch: batch, channels: c,
+                                                             outChannels: source.learnSigma ? 2 * c : c, pixels: s * s)
+            let required = level == ppflow.levels - 1
+            levels.append(LevelResult(level: level, layout: layouts[level], t: t, relativeError: rel, maxAbsError: maxAbs,
+                                      required: required, passed: !required || rel <= Verification.finestTolerance))
+        }
+    }
+
+    /// The t interval of each level: [0, t1], (t1, t2], (t2, 1].
+    public static func bands(thresholds: [Double]) -> [ClosedRange<Double>] {
+        let edges = [0.0] + thresholds + [1.0]
+        return (0..<(edges.count - 1)).map { edges[$0]...edges[$0 + 1] }
+    }
+
+    /// Relative L2 error and max |a-e| over the first `channels` (prediction) channels.
+    static func predictionError(_ actual: [Float], _ expected: [Float], batch: Int, channels: Int, outChannels: Int, pixels: Int) -> (Double, Double) {
+        var diff2 = 0.0, ref2 = 0.0, maxAbs = 0.0
+        for b in 0..<batch {
+            for ch in 0..<channels {
+                let base = (b * outChannels + ch) * pixels
+                for i in base ..< base + pixels {
+                    let d = Double(actual[i]) - Double(expected[i])
+                    diff2 += d * d
+                    ref2 += Double(expected[i]) * Double(expected[i])
+                    maxAbs = max(maxAbs, abs(d))
+                }
+            }
+        }
+        return ((diff2 / max(ref2, 1e-30)).squareRoot(), maxAbs)
+    }
+
+    public var json: JSONValue {
+        .object(JSONObject([
+            ("passed", .bool(passed)),
+            ("inputs", .string(inputs)),
+            ("finest_tolerance", .double(Verification.finestTolerance)),
+            ("levels", .array(levels.map { r in
+                .object(JSONObject([
+                    ("level", .int(Int64(r.level))), ("layout", .string(r.layout)), ("t", .double(r.t)),
+                    ("relative_error", .double(r.relativeError)), ("max_abs_error", .double(r.maxAbsError)),
+                    ("required", .bool(r.required)), ("passed", .bool(r.passed)),
+                ]))
+            })),
+        ]))
+    }
+
+    public func lines() -> [String] {
+        levels.map { r in
+            let verdict = r.required ? (r.passed ? "ok (must match the source)" : "FAILED (must match the source to \(Verification.finestTolerance))")
+                                     : "deviation from the source (warm start; fine-tuning closes it)"
+            return "level \(r.level) \(r.layout.padding(11)) t=\(r.t): relative error \(r.relativeError), max |diff| \(r.maxAbsError)  \(verdict)"
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// Module PPKernels: see Package.swift for its place in the layering.

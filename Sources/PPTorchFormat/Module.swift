@@ -1,1 +1,0 @@
-// Module PPTorchFormat: see Package.swift for its place in the layering.

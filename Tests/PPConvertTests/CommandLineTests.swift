@@ -1,0 +1,99 @@
+import PPCheckpoint
+import PPJSON
+import PPSafetensors
+import PPTensor
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the built executables the way users and CI scripts do: exit codes, one-line errors, files.
+final class CommandLineTests: XCTestCase {
+    /// The products folder holding the test bundle also holds the executables.
+    static let binaries: String = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
+    }()
+
+    struct Run { var status: Int32; var stdout: String; var stderr: String }
+
+    func run(_ tool: String, _ arguments: [String]) throws -> Run {
+        let folder = Paths.scratch(self)
+        let quoted = arguments.map { "'" + $0.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" }
+        let command = "\(Self.binaries)/\(tool) \(quoted.joined(separator: " ")) >\(folder)/out 2>\(folder)/err </dev/null"
+        let raw = system(command)
+        let status = (raw >> 8) & 0xff
+        return Run(status: status, stdout: String(decoding: try fileBytes("\(folder)/out"), as: UTF8.self),
+                   stderr: String(decoding: try fileBytes("\(folder)/err"), as: UTF8.self))
+    }
+
+    func testInspectJSONDescribesTheDigitsExample() throws {
+        let r = try run("ppconvert", ["inspect", Paths.digitsZip, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let report = try JSON.parse(r.stdout, origin: "inspect output")
+        XCTAssertEqual(report["family"]?.stringValue, "SiT")
+        XCTAssertEqual(report["objective"]?.stringValue, "velocity")
+        XCTAssertEqual(report["config"]?["num_heads"]?.intValue, 4)
+        XCTAssertEqual(report["tensors"]?.arrayValue?.count, 52)
+        XCTAssertEqual(report["sha256"]?.stringValue?.count, 64)
+    }
+
+    func testFromDiTWritesTheOfficialConversionAndCheckPasses() throws {
+        let folder = Paths.scratch(self)
+        let out = "\(folder)/ppf2"
+        let convert = try run("ppconvert", ["from-dit", Paths.fixture("sit.pt"), "--heads", "4", "--objective", "velocity",
+                                            "--out", out, "--json", "\(folder)/report.json"])
+        XCTAssertEqual(convert.status, 0, convert.stderr)
+        let report = try JSON.parse(String(decoding: try fileBytes("\(folder)/report.json"), as: UTF8.self), origin: "report")
+        XCTAssertEqual(report["verification"]?["passed"]?.boolValue, true)
+        XCTAssertEqual(report["output_sha256"]?.stringValue, try NativeCheckpoint.sha256(ofFile: "\(out)/model.safetensors"))
+        let diff = try run("ppconvert", ["diff", out, Paths.fixture("ppf2_from_sit.safetensors")])
+        XCTAssertEqual(diff.status, 0, diff.stdout)
+        let check = try run("ppconvert", ["from-dit", Paths.fixture("sit.pt"), "--heads", "4", "--objective", "velocity", "--out", out, "--check"])
+        XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
+        let differs = try run("ppconvert", ["diff", out, Paths.fixture("ppf3_from_sit.safetensors")])
+        XCTAssertEqual(differs.status, 1)
+    }
+
+    func testDryRunWritesNothing() throws {
+        let folder = Paths.scratch(self)
+        let r = try run("ppconvert", ["from-dit", Paths.digitsZip, "--levels", "3", "--out", "\(folder)/x", "--dry-run"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("derive final_layer.linear2.weight"), r.stdout)
+        XCTAssertEqual(try DirectoryTree(path: folder).files, [])
+    }
+
+    func testBadInputIsOneLineWithExitCode65AndNoOutput() throws {
+        let folder = Paths.scratch(self)
+        try write(Array("PK\u{3}\u{4} this is not really a zip".utf8), to: "\(folder)/weights.zip")
+        let r = try run("ppconvert", ["from-dit", "\(folder)/weights.zip", "--out", "\(folder)/out"])
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("weights.zip"), r.stderr)
+        XCTAssertEqual(try DirectoryTree(path: folder).files, ["weights.zip"], "no partial output")
+        let usage = try run("ppconvert", ["from-dit", Paths.digitsZip, "--levels", "3", "--dry-run", "--check"])
+        XCTAssertEqual(usage.status, 64)
+        let missing = try run("ppconvert", ["inspect", "\(folder)/nope.pt"])
+        XCTAssertEqual(missing.status, 66)
+    }
+
+    func testForwardToolReproducesTheOfficialPPFlowOutputs() throws {
+        let folder = Paths.scratch(self)
+        let ref = try SafetensorsFile.open(Paths.fixture("ref_ppf2_forward.safetensors")).tensors
+        var inputs = TensorDict()
+        inputs["x"] = ref["x"]
+        inputs["t"] = TensorView(floats: [0.3, 0.3], shape: [2])
+        inputs["y"] = ref["y"]
+        try SafetensorsWriter.write(inputs, metadata: [], to: "\(folder)/in.safetensors")
+        let r = try run("ppsample", ["forward", Paths.fixture("ppf2.pt"), "--heads", "4", "--inputs", "\(folder)/in.safetensors",
+                                     "--out", "\(folder)/out.safetensors"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let got = try SafetensorsFile.open("\(folder)/out.safetensors").tensors["prediction"]!.floats()
+        let expected = ref["out_t0.3"]!.floats()
+        var d = 0.0, n = 0.0
+        for i in 0..<expected.count { d += Double(got[i] - expected[i]) * Double(got[i] - expected[i]); n += Double(expected[i] * expected[i]) }
+        XCTAssertLessThanOrEqual((d / n).squareRoot(), 1e-5)
+    }
+}
