@@ -1,7 +1,7 @@
 import PPTensor
 import XCTest
 
-@testable import PPJSON
+import PPJSON
 
 /// Parses `text`, failing the test on an error.
 func parsed(_ text: String, file: StaticString = #filePath, line: UInt = #line) -> JSONValue? {

@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import PPJSON
+import PPJSON
 
 final class JSONWriteTests: XCTestCase {
     let sample: JSONValue = [

@@ -1,6 +1,6 @@
 import XCTest
 import PPTensor
-@testable import PPSafetensors
+import PPSafetensors
 
 /// Tests/Fixtures, found from this file's path.
 let fixturesDirectory: String = {

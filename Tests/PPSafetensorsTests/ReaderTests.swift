@@ -1,7 +1,7 @@
 import PPTensor
 import XCTest
 
-@testable import PPSafetensors
+import PPSafetensors
 
 /// A safetensors file from parts: the length field (the header's length unless given), the header
 /// text or bytes as is (no padding), then `data`.

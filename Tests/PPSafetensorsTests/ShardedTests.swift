@@ -2,7 +2,7 @@ import PPJSON
 import PPTensor
 import XCTest
 
-@testable import PPSafetensors
+import PPSafetensors
 
 final class ShardedTests: XCTestCase {
     var folder = ""

@@ -2,7 +2,7 @@ import PPJSON
 import PPTensor
 import XCTest
 
-@testable import PPSafetensors
+import PPSafetensors
 
 /// A fresh folder under the system temporary folder, removed by `tearDown` of the caller.
 func makeTemporaryFolder() throws -> String {
