@@ -39,6 +39,13 @@ public enum CheckpointLoader {
         return loaded
     }
 
+    /// sha256 of the file at `path` (provenance); nil for a folder.
+    public static func fileSHA256(_ path: String) throws -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return try SHA256.hashFile(path)
+    }
+
     /// One file's bytes, by content.
     static func loadFile(_ storage: ByteStorage, name: String, origin: String, weights: WeightsChoice?) throws -> LoadedCheckpoint {
         let bytes = storage.bytes

@@ -5,7 +5,10 @@ import PPTensor
 /// The toolkit's own checkpoint: a folder with `model.safetensors` (official PPFlow key names, so the
 /// official code loads it with safetensors and `load_state_dict(strict=True)`) and `config.json`
 /// (format, architecture, pyramid, guidance, objective, provenance, and the sha256 of the weights).
-/// The config, without the hash, is also stored in the safetensors `__metadata__` under `ppflow_config`.
+/// The config without `provenance` and `model_sha256` is also stored in the safetensors `__metadata__`
+/// under `ppflow_config`, so the weights file describes itself (architecture, pyramid, objective);
+/// provenance (with the source's sha256, which may still be computing while the weights are written)
+/// lives in config.json.
 public enum NativeCheckpoint {
     public static let formatName = "ppflow-native"
     public static let formatVersion: Int64 = 1
@@ -15,25 +18,31 @@ public enum NativeCheckpoint {
 
     /// Writes the folder atomically (built under a temporary name, then renamed into place).
     /// `config` must not contain `model_sha256`; it is computed here. Returns the weights' sha256.
+    /// `completeConfig` runs after the weights are written and before config.json is: the place to
+    /// fill in what was computed meanwhile (the source's sha256).
     @discardableResult
-    public static func write(tensors: TensorDict, config: JSONObject, to folder: String) throws -> String {
+    public static func write(tensors: TensorDict, config: JSONObject, to folder: String,
+                             completeConfig: ((inout JSONObject) throws -> Void)? = nil) throws -> String {
         var hash = ""
         try FileOutput.writeFolder(folder) { temporary in
-            hash = try writeContents(tensors: tensors, config: config, into: temporary)
+            hash = try writeContents(tensors: tensors, config: config, into: temporary, completeConfig: completeConfig)
         }
         return hash
     }
 
     /// Writes the two files into an existing (temporary) folder.
-    public static func writeContents(tensors: TensorDict, config: JSONObject, into folder: String) throws -> String {
+    public static func writeContents(tensors: TensorDict, config: JSONObject, into folder: String,
+                                     completeConfig: ((inout JSONObject) throws -> Void)? = nil) throws -> String {
         var withFormat = config
         withFormat["format"] = .string(formatName)
         withFormat["format_version"] = .int(formatVersion)
         withFormat["model_sha256"] = nil
-        let metadata = [(metadataKey, JSON.serialize(.object(withFormat), pretty: false, sortKeys: true))]
+        var described = withFormat
+        described["provenance"] = nil
+        let metadata = [(metadataKey, JSON.serialize(.object(described), pretty: false, sortKeys: true))]
         let weightsPath = "\(folder)/\(weightsFileName)"
-        try SafetensorsWriter.write(tensors, metadata: metadata, to: weightsPath)
-        let hash = try sha256(ofFile: weightsPath)
+        let hash = try SafetensorsWriter.write(tensors, metadata: metadata, to: weightsPath)
+        try completeConfig?(&withFormat)
         var full = withFormat
         full["model_sha256"] = .string(hash)
         try FileOutput.writeFile("\(folder)/\(configFileName)", bytes: Array((JSON.serialize(.object(full), pretty: true) + "\n").utf8))
@@ -74,10 +83,9 @@ public enum NativeCheckpoint {
         return loaded
     }
 
-    /// sha256 of a file, streamed through the mapping.
+    /// sha256 of a file, streamed through the mapping with flat memory.
     public static func sha256(ofFile path: String) throws -> String {
-        let storage = try ByteStorage(mappingFile: path)
-        return SHA256.hash(storage)
+        try SHA256.hashFile(path)
     }
 }
 

@@ -1,3 +1,4 @@
+import Dispatch
 import PPCheckpoint
 import PPJSON
 import PPModel
@@ -17,7 +18,7 @@ public enum ContainerConversion {
     }
 
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
-                           sourceSHA256: String?, heads: Int? = nil) throws -> Summary {
+                           sourceSHA256: (() throws -> String?)? = nil, heads: Int? = nil) throws -> Summary {
         let tensors = dtype.apply(to: try ModelLoader.completeTensors(source, config: try modelConfig(of: source, heads: heads)))
         switch format {
         case .safetensors:
@@ -44,14 +45,41 @@ public enum ContainerConversion {
                     ("source", .object(JSONObject([
                         ("file", .string(FileOutput.baseName(of: source.path))),
                         ("format", .string(source.containerDescription)),
-                        ("sha256", sourceSHA256.map { .string($0) } ?? .null),
+                        ("sha256", .null),
                     ]))),
                     ("initializer", .object(JSONObject([("name", .string("none (container conversion)"))]))),
                     ("objective_source", .string(source.objectiveSource)),
                 ]))
             }
-            let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output)
+            // The source's hash runs on the second core while the weights are written.
+            let sourceHash = BackgroundValue { try sourceSHA256?() }
+            let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output) { config in
+                guard let value = try sourceHash.value() ?? nil, var provenance = config["provenance"]?.objectValue,
+                      var source = provenance["source"]?.objectValue, source["sha256"] != nil else { return }
+                source["sha256"] = .string(value)
+                provenance["source"] = .object(source)
+                config["provenance"] = .object(provenance)
+            }
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: hash)
         }
+    }
+}
+
+/// A value computed on another thread; `value()` waits for it (and rethrows its error).
+final class BackgroundValue<T>: @unchecked Sendable {
+    private var result: Result<T, Error>?
+    private let done = DispatchGroup()
+
+    init(_ compute: @escaping () throws -> T) {
+        done.enter()
+        DispatchQueue.global().async {
+            self.result = Result { try compute() }
+            self.done.leave()
+        }
+    }
+
+    func value() throws -> T {
+        done.wait()
+        return try result!.get()
     }
 }

@@ -45,7 +45,7 @@ public struct FromDiTJob {
 
     public func run() throws -> Outcome {
         let source = try CheckpointLoader.load(sourcePath, weights: weights)
-        let sourceHash = try Self.hashOfSource(sourcePath)
+        let sourceHash = try CheckpointLoader.fileSHA256(sourcePath)
         let result = try FromDiT.convert(source, options: options, sourceSHA256: sourceHash)
         for warning in result.warnings { log("warning: \(warning)") }
         let out = output ?? Self.defaultOutput(for: sourcePath, levels: options.levels, format: format)
@@ -159,11 +159,6 @@ public struct FromDiTJob {
         return true
     }
 
-    static func hashOfSource(_ path: String) throws -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        return try NativeCheckpoint.sha256(ofFile: path)
-    }
 
     static func planJSON(_ plan: ConversionPlan) -> JSONValue {
         .object(JSONObject([

@@ -1,3 +1,4 @@
+import Dispatch
 import PPJSON
 import PPTensor
 
@@ -65,14 +66,34 @@ public enum SafetensorsWriter {
 
     /// Writes `tensors` to `path` atomically (temporary file, flush, rename), streaming each tensor's
     /// bytes from its storage; only a strided (non-contiguous) view is gathered, one at a time.
-    public static func write(_ tensors: TensorDict, metadata: [(String, String)], to path: String) throws {
+    /// Returns the sha256 of the file, computed on a second core while the bytes are written, and
+    /// drops each written range of a mapped source so resident memory stays flat.
+    @discardableResult
+    public static func write(_ tensors: TensorDict, metadata: [(String, String)], to path: String) throws -> String {
         let plan = try layout(tensors, metadata: metadata, origin: path)
         let file = try FileOutput.PendingFile(path: path)
+        var hasher = SHA256()
         try file.write(plan.prefix)
+        hasher.update(plan.prefix)
+        let chunk = 32 << 20
         for entry in plan.entries {
-            try withRowMajorBytes(entry.tensor) { try file.write($0) }
+            try withRowMajorBytes(entry.tensor) { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let piece = UnsafeRawBufferPointer(rebasing: bytes[offset ..< min(offset + chunk, bytes.count)])
+                    // Hash this piece on another thread while this one writes it.
+                    let hashed = DispatchGroup()
+                    DispatchQueue.global().async(group: hashed) { hasher.update(piece) }
+                    let written = Result { try file.write(piece) }
+                    hashed.wait()
+                    try written.get()
+                    offset += piece.count
+                }
+            }
+            if let range = entry.tensor.contiguousByteRange { entry.tensor.storage.dropPages(range) }
         }
         try file.commit()
+        return hasher.finishHex()
     }
 
     /// The whole file in memory: for small files and tests.

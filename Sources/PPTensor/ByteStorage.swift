@@ -12,6 +12,8 @@ public final class ByteStorage: @unchecked Sendable {
     /// Where the bytes came from, for error messages.
     public let origin: String
     private let release: () -> Void
+    /// True for file mappings (their pages can be dropped and re-read from the page cache).
+    public let isFileMapping: Bool
 
     /// Maps `path` read-only. An empty file gives an empty storage (mmap refuses length 0).
     public init(mappingFile path: String) throws {
@@ -26,6 +28,7 @@ public final class ByteStorage: @unchecked Sendable {
         if (st.st_mode & S_IFMT) == S_IFDIR { throw PPError(.badInput, file: path, "is a folder, expected a file") }
         let size = Int(st.st_size)
         origin = path
+        isFileMapping = true
         if size == 0 {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             release = {}
@@ -44,6 +47,7 @@ public final class ByteStorage: @unchecked Sendable {
         if source.count > 0 { block.copyMemory(from: source) }
         bytes = UnsafeRawBufferPointer(start: block.baseAddress, count: source.count)
         self.origin = origin
+        isFileMapping = false
         release = { block.deallocate() }
     }
 
@@ -57,6 +61,7 @@ public final class ByteStorage: @unchecked Sendable {
         }
         bytes = UnsafeRawBufferPointer(start: block.baseAddress, count: count)
         self.origin = origin
+        isFileMapping = false
         release = { block.deallocate() }
     }
 
@@ -72,10 +77,25 @@ public final class ByteStorage: @unchecked Sendable {
         precondition(range.lowerBound >= 0 && range.upperBound <= parent.count, "slice outside the storage")
         bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
         self.origin = origin
+        isFileMapping = parent.isFileMapping
         release = { withExtendedLifetime(parent) {} }
     }
 
     public var count: Int { bytes.count }
+
+    /// Lets the kernel drop the resident pages of `range` (a file mapping only; later reads fault them
+    /// back in from the page cache). Streaming a multi-GB checkpoint through a mapping then keeps the
+    /// resident memory flat instead of growing to the file's size.
+    public func dropPages(_ range: Range<Int>) {
+        guard isFileMapping, let base = bytes.baseAddress, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = UInt(bitPattern: base + range.lowerBound)
+        let end = UInt(bitPattern: base + range.upperBound)
+        let alignedStart = (start + UInt(page) - 1) / UInt(page) * UInt(page)   // only whole pages inside the range
+        let alignedEnd = end / UInt(page) * UInt(page)
+        guard alignedEnd > alignedStart, let pointer = UnsafeMutableRawPointer(bitPattern: alignedStart) else { return }
+        _ = madvise(pointer, Int(alignedEnd - alignedStart), MADV_DONTNEED)
+    }
 
     /// Runs `body` with the bytes while keeping this storage alive. Use this (not `bytes` on a
     /// temporary) whenever the storage is not otherwise held: ARC may release a mapping right after

@@ -65,6 +65,11 @@ public struct TensorView: @unchecked Sendable {
         return UnsafeRawBufferPointer(rebasing: storage.bytes[byteOffset ..< byteOffset + byteCount])
     }
 
+    /// The storage byte range of a contiguous view (nil for strided views).
+    public var contiguousByteRange: Range<Int>? {
+        isRowMajorContiguous ? byteOffset ..< byteOffset + byteCount : nil
+    }
+
     /// Row-major little-endian bytes (a copy; gathers strided views).
     public func rowMajorBytes() -> [UInt8] {
         var out = [UInt8](repeating: 0, count: byteCount)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import PPCheckpoint
 import PPCLI
@@ -16,7 +19,7 @@ struct PPConvertCommand: ParsableCommand {
             detected by content. Exit codes: 0 ok, 1 verification/diff mismatch, 64 usage, 65 bad input,
             66 missing input, 74 I/O error.
             """,
-        subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self])
+        subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self, BenchIO.self])
 }
 
 struct SourceOptions: ParsableArguments {
@@ -52,7 +55,7 @@ extension PPConvertCommand {
             CLI.run("ppconvert inspect") {
                 var loaded = try source.load(path)
                 if let heads { loaded.architectureHints["num_heads"] = .int(Int64(heads)) }
-                let report = InspectReport(loaded, sha256: try SourceHash.of(path))
+                let report = InspectReport(loaded, sha256: try CheckpointLoader.fileSHA256(path))
                 if json {
                     try CLI.writeJSON(report.json, to: "-")
                 } else {
@@ -84,7 +87,7 @@ extension PPConvertCommand {
             CLI.run("ppconvert convert") {
                 let loaded = try source.load(input)
                 let summary = try ContainerConversion.run(loaded, to: output, format: format, dtype: dtype,
-                                                          sourceSHA256: try SourceHash.of(input), heads: heads)
+                                                          sourceSHA256: { try CheckpointLoader.fileSHA256(input) }, heads: heads)
                 print("wrote \(output) (\(format.rawValue)): \(summary.tensorCount) tensors, \(Format.bytes(summary.bytes))")
                 return 0
             }
@@ -229,6 +232,35 @@ extension PPConvertCommand {
     }
 }
 
+extension PPConvertCommand {
+    struct BenchIO: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench-io",
+            abstract: "Benchmark: convert an XL-size .pt (SiT-XL/2 shape, random weights, 2.7 GB) to native vs `cp` of it.",
+            discussion: "Writes the random checkpoint once into --dir (needs about 8 GB free there). Results go to docs/BENCHMARKS.md by hand.")
+
+        @Option(help: "Working folder.") var dir = "/tmp/ppflow-bench"
+        @Option(help: "Rounds (the best of each is compared).") var repeats = 3
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            CLI.run("ppconvert bench-io") {
+                _ = mkdir(dir, 0o755)
+                var buffer = [CChar](repeating: 0, count: 4096)
+                let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+                let me = String(cString: Array(buffer[0..<max(n, 0)]) + [0])
+                let report = try IOBenchmark.run(folder: dir, converter: me, repeats: repeats) { CLI.printError($0) }
+                if json { try CLI.writeJSON(report.json, to: "-"); return 0 }
+                print("checkpoint: \(report.checkpoint) (\(Format.bytes(report.bytes)), \(report.parameters) parameters)")
+                print("cp:                 best \(Format.fixed(report.copy.best, 2)) s of \(report.copy.seconds.map { Format.fixed($0, 2) })")
+                print("convert to native:  best \(Format.fixed(report.convert.best, 2)) s of \(report.convert.seconds.map { Format.fixed($0, 2) }), peak RSS \(Format.bytes(report.convert.peakResidentBytes))")
+                print("ratio convert/cp:   \(Format.fixed(report.ratio, 2)) (target <= 1.5), peak RSS target < 1 GiB")
+                return 0
+            }
+        }
+    }
+}
+
 func parseList(_ text: String, _ flag: String) throws -> [Double] {
     try text.split(separator: ",").map {
         guard let v = Double($0.trimmingCharacters(in: " ")) else { throw PPError(.usage, entry: flag, "'\(text)' is not a comma-separated list of numbers") }
@@ -245,12 +277,5 @@ extension Substring {
     }
 }
 
-/// sha256 of a file or, for a folder, of its weights file(s) in name order.
-enum SourceHash {
-    static func of(_ path: String) throws -> String? {
-        if let storage = try? ByteStorage(mappingFile: path) { return SHA256.hash(storage) }
-        return nil
-    }
-}
 
 PPConvertCommand.main()
