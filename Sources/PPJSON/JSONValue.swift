@@ -1,6 +1,6 @@
 /// A JSON value. Objects keep their keys in document (or insertion) order; integers that fit in
 /// Int64 are `.int`, every other number is `.double`.
-public indirect enum JSONValue: Equatable, Sendable {
+public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -86,7 +86,16 @@ public struct JSONObject: Equatable, Sendable {
     public init(_ pairs: [(String, JSONValue)]) {
         self.pairs = []
         self.pairs.reserveCapacity(pairs.count)
-        for (k, v) in pairs { self[k] = v }
+        var position: [[UInt8]: Int] = [:]
+        for (k, v) in pairs {
+            let bytes = Array(k.utf8)
+            if let i = position[bytes] {
+                self.pairs[i].value = v
+            } else {
+                position[bytes] = self.pairs.count
+                self.pairs.append((k, v))
+            }
+        }
     }
 
     public var keys: [String] { pairs.map(\.key) }
