@@ -105,12 +105,7 @@ public enum CalibratedInitializer {
                     }
                 }
                 // Features of the converted model at this level: [b·T, D].
-                var features = [Float](repeating: 0, count: b * tokens * d)
-                model.finalFeaturesObserver = { _, pointer, rows in
-                    features.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: pointer, count: min(rows * d, $0.count)) }
-                }
-                _ = model.forward(x: x, t: t, y: y, batch: b, level: level)
-                model.finalFeaturesObserver = nil
+                let features = model.finalFeatures(x: x, t: t, y: y, batch: b, level: level)   // [b·T, D]
                 // Target: the source's prediction, in the level layout, patchified like the output head.
                 let sourceOut = source.forward(x: x, t: t, y: y, batch: b)      // [b, Cout, S, S]
                 var prediction = [Float](repeating: 0, count: b * perSample)    // [b, C, S, S]

@@ -218,3 +218,44 @@ final class HardeningTests: XCTestCase {
         assertPPError(.badInput, mentions: [path, "readme.txt", "not inside a folder"]) { _ = try TorchCheckpoint.read(path: path) }
     }
 }
+
+/// Compressed entries: inflated into owned memory, with the declared size enforced.
+final class DeflatedEntryTests: XCTestCase {
+    /// Written by CPython's zipfile: one deflated entry `d/a.txt` = "hello deflate " × 20 (280 bytes).
+    static let deflatedZipHex = "504b0304140000000800af207b5db9b8eeae140000001801000007000000642f612e747874cb48cdc9c95748494dcb492c4955c818e5417900504b01021403140000000800af207b5db9b8eeae1400000018010000070000000000000000000000800100000000642f612e747874504b0506000000000100010035000000390000000000"
+
+    static func bytes(_ hex: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var it = hex.makeIterator()
+        while let a = it.next(), let b = it.next() { out.append(UInt8(String([a, b]), radix: 16)!) }
+        return out
+    }
+
+    func testDeflatedEntryInflates() throws {
+        let archive = try ZipArchive(storage: ByteStorage(bytes: Self.bytes(Self.deflatedZipHex), origin: "deflated.zip"), origin: "deflated.zip")
+        let entry = try XCTUnwrap(archive.entry(named: "d/a.txt"))
+        XCTAssertFalse(entry.isStored)
+        XCTAssertEqual(String(decoding: try archive.bytes(of: entry), as: UTF8.self), String(repeating: "hello deflate ", count: 20))
+    }
+
+    func testDeflatedEntryWithLyingSizeIsRefused() throws {
+        var bytes = Self.bytes(Self.deflatedZipHex)
+        // Central directory uncompressed size (offset 0x39 + 24): claim 281 instead of 280.
+        let central = 0x39
+        XCTAssertEqual(Array(bytes[central ..< central + 4]), [0x50, 0x4b, 1, 2])
+        bytes[central + 24] = 0x19
+        // Local and central headers disagree: libzip's consistency check refuses the archive.
+        assertPPError(.badInput, mentions: ["lying.zip", "inconsistent"]) {
+            _ = try ZipArchive(storage: ByteStorage(bytes: bytes, origin: "lying.zip"), origin: "lying.zip")
+        }
+        // Both headers lie the same way: inflation yields 280 bytes, not the declared 281.
+        bytes[22] = 0x19
+        let archive = try ZipArchive(storage: ByteStorage(bytes: bytes, origin: "lying.zip"), origin: "lying.zip")
+        let entry = try XCTUnwrap(archive.entry(named: "d/a.txt"))
+        assertPPError(.badInput, mentions: ["lying.zip", "d/a.txt"]) { _ = try archive.contents(of: entry) }
+        // A declared size no deflate stream of 20 bytes can produce is refused before allocating it.
+        for (k, v) in [UInt8](TorchZipLayout.le32(1 << 30)).enumerated() { bytes[22 + k] = v; bytes[central + 24 + k] = v }
+        let bomb = try ZipArchive(storage: ByteStorage(bytes: bytes, origin: "bomb.zip"), origin: "bomb.zip")
+        assertPPError(.badInput, mentions: ["bomb.zip", "d/a.txt", "only 20 compressed bytes"]) { _ = try bomb.contents(of: bomb.entries[0]) }
+    }
+}
