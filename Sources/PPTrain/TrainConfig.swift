@@ -1,4 +1,5 @@
 import PPTensor
+import PPModel
 
 /// Shape of a SiT / PPFlow network as the training engine needs it. Everything but the head count is
 /// read from the tensors (the head count is not recoverable from weights).
@@ -47,6 +48,13 @@ public struct TrainConfig: Sendable, Equatable {
                            side: grid * patch, classes: classes, levels: levels, learnSigma: learnSigma, mlpHidden: mlpHidden)
     }
 
+    /// The training view of a PPModel configuration (original DiT/SiT time features, official thresholds).
+    public init(model: ModelConfig) {
+        self.init(hidden: model.hiddenSize, depth: model.depth, heads: model.numHeads, patch: model.patchSize,
+                  channels: model.inChannels, side: model.inputSize, classes: model.numClasses, levels: model.levels,
+                  learnSigma: model.learnSigma, mlpHidden: model.mlpHiddenSize)
+    }
+
     /// The pyramid level a sample at time t is trained on (PPFlow: t <= 0.5 coarsest, 3 levels: t <= 0.75 middle).
     public func level(forTime t: Float) -> Int {
         switch levels {
@@ -58,17 +66,19 @@ public struct TrainConfig: Sendable, Equatable {
 
     public func geometry(level: Int) -> LevelGeometry { LevelGeometry(config: self, level: level) }
 
-    /// Every tensor name and shape of this configuration, in the official state-dict order.
+    /// Every tensor name and shape of this configuration, in the official state-dict order (the order of
+    /// PPModel's `ParameterLayout`, so a flat buffer is interchangeable with `ModelParameters.values`).
     public var parameterShapes: [(String, [Int])] {
         let D = hidden, C = channels, p = patch, cout = learnSigma ? 2 * C : C, n = (side / p) * (side / p)
-        var list: [(String, [Int])] = [("x_embedder.proj.weight", [D, C, p, p]), ("x_embedder.proj.bias", [D])]
+        var list: [(String, [Int])] = levels == 1 ? [("pos_embed", [1, n, D])] : []
+        list += [("x_embedder.proj.weight", [D, C, p, p]), ("x_embedder.proj.bias", [D])]
         if levels >= 2 { list += [("x_embedder.proj1.weight", [D, 4 * C, p, p]), ("x_embedder.proj1.bias", [D])] }
         if levels == 3 { list += [("x_embedder.proj2.weight", [D, 2 * C, p, p]), ("x_embedder.proj2.bias", [D])] }
         list += [("t_embedder.mlp.0.weight", [D, 256]), ("t_embedder.mlp.0.bias", [D]),
                  ("t_embedder.mlp.2.weight", [D, D]), ("t_embedder.mlp.2.bias", [D]),
                  ("y_embedder.embedding_table.weight", [classes + 1, D])]
         if levels >= 2 { list.append(("level_embedder.embedding_table.weight", [levels, D])) }
-        if levels == 1 { list.append(("pos_embed", [1, n, D])) } else {
+        if levels > 1 {
             let fractions = levels == 2 ? [4, 1] : [4, 2, 1]
             for (i, f) in fractions.enumerated() { list.append(("pos_embed.\(i)", [1, n / f, D])) }
         }

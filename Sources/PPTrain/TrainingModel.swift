@@ -1,5 +1,6 @@
 import PPKernels
 import PPTensor
+import PPModel
 
 /// One training batch in the caller's sample order.
 public struct TrainBatch {
@@ -207,6 +208,11 @@ public final class TrainingModel {
     public convenience init(config: TrainConfig, tensors: TensorDict, origin: String = "model") throws {
         let layout = FlatParameterLayout(shapes: config.parameterShapes)
         try self.init(config: config, parameters: layout.flatten(tensors, origin: origin))
+    }
+
+    /// Trains the values of PPModel parameters (same flat layout); heads and sizes come from their config.
+    public convenience init(model: ModelParameters) {
+        self.init(config: TrainConfig(model: model.config), parameters: model.values)
     }
 
     /// Bytes of activation memory planned for all batch shapes seen so far.

@@ -1,6 +1,7 @@
 import XCTest
 import PPTensor
 import PPTrain
+import PPModel
 
 /// One training step of the random PPFlow models against the official trainer's numbers
 /// (`ref_ppf{2,3}_train_step.safetensors`, written by PyTorch from `ppf{2,3}.pt`). The official trainer
@@ -104,6 +105,21 @@ final class TrainStepFixtureTests: XCTestCase {
                 assertClose(Array(ema.values[e.offset..<(e.offset + e.count)]), try XCTUnwrap(reference["ema." + e.name]).floats(),
                             tolerance: 1e-5, "ppf\(levels) ema.\(e.name)")
             }
+        }
+    }
+}
+
+/// The training layout is PPModel's layout: a flat buffer means the same thing to both.
+final class LayoutAgreementTests: XCTestCase {
+    func testTrainingLayoutMatchesModelLayout() throws {
+        for file in ["ppf2.pt", "ppf3.pt", "sit.pt"] {
+            let weights = try TensorFiles.read(path: Fixtures.path(file))
+            let model = try ModelParameters(config: ModelConfig.infer(from: weights, numHeads: 4, inputSize: nil), tensors: weights)
+            let training = TrainingModel(model: model)
+            XCTAssertEqual(training.config, try TrainConfig.infer(from: weights, heads: 4), file)
+            XCTAssertEqual(training.layout.entries.map(\.name), model.layout.names, file)
+            XCTAssertEqual(training.layout.entries.map(\.offset), model.layout.offsets, file)
+            XCTAssertEqual(training.parameters, model.values, file)
         }
     }
 }
