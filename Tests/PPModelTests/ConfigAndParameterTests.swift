@@ -1,5 +1,6 @@
 import XCTest
 import PPModel
+import PPKernels
 import PPTensor
 
 final class ConfigAndParameterTests: XCTestCase {
@@ -97,5 +98,25 @@ final class ConfigAndParameterTests: XCTestCase {
         let out = model.forward(x: x, t: [0.3], y: [1], batch: 1)
         XCTAssertEqual(out.count, 8 * 16 * 16)
         XCTAssert(out.allSatisfy { $0.isFinite })
+    }
+}
+
+final class FinalFeatureTests: XCTestCase {
+    /// The features times the level's output projection, unpatchified and mapped back, give the forward output.
+    func testFinalFeaturesReproduceTheCoarseOutput() throws {
+        let tensors = try Fixtures.tensors("ppf2.pt")
+        let ref = try Fixtures.tensors("ref_ppf2_forward.safetensors")
+        let config = try ModelConfig.infer(from: tensors, numHeads: 4, inputSize: nil)
+        let model = Model(config: config, parameters: try ModelParameters(config: config, tensors: tensors))
+        let features = model.finalFeatures(x: ref.floats("x"), t: [0.3, 0.3], y: ref.labels("y"), batch: 2, level: 0)
+        XCTAssertEqual(features.count, 2 * 4 * 64)
+        let head = Reference.linear(input: features, weight: tensors.floats("final_layer.linear1.weight"), bias: tensors.floats("final_layer.linear1.bias"),
+                                    rows: 8, inFeatures: 64, outFeatures: 128)
+        // Sample 1, token (row 0, col 1) of the 2x2 grid, feature (u=1, v=0, level channel 11): level pixel (1, 2);
+        // channel 11 = 4c + 2a + b with c=2, a=1, b=1 is prediction channel 2 at latent (2·1+1, 2·2+1) = (3, 5).
+        let token = 1 * 4 + 0 * 2 + 1, feature = (1 * 2 + 0) * 32 + 11
+        let expected = head[token * 128 + feature]
+        let out = ref.floats("out_t0.3")
+        XCTAssertEqual(out[((1 * 4 + 2) * 8 + 3) * 8 + 5], expected, accuracy: 1e-5)
     }
 }
