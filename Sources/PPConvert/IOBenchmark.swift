@@ -71,13 +71,41 @@ public enum IOBenchmark {
         let start = Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
         let spawned = posix_spawn(&pid, arguments[0], nil, nil, argv, environ)
         guard spawned == 0 else { throw PPError(.io, file: arguments[0], "cannot start: \(String(cString: strerror(spawned)))") }
+        // Wait without reaping, read the child's own high-water mark (VmHWM restarts at exec; the
+        // rusage maxrss of a vfork-spawned child would include this process's memory), then reap.
+        var info = siginfo_t()
+        _ = waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT)
+        let peak = Self.vmHWM(Self.readProcFile("/proc/\(pid)/status"))
         var status: Int32 = 0
         var usage = rusage()
         guard wait4(pid, &status, 0, &usage) == pid else { throw PPError(.io, file: arguments[0], "wait failed") }
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let seconds = Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9 - start
         guard status == 0 else { throw PPError(.io, file: arguments[0], "exited with status \(status): \(arguments.joined(separator: " "))") }
-        return (seconds, Int(usage.ru_maxrss) * 1024)
+        return (seconds, peak)
+    }
+
+    /// /proc files report size 0, so they are read, not mapped.
+    static func readProcFile(_ path: String) -> String {
+        guard let file = fopen(path, "r") else { return "" }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, file)
+            if n <= 0 { break }
+            bytes += buffer[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// "VmHWM:    123456 kB" -> bytes.
+    static func vmHWM(_ status: String) -> Int {
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let digits = line.filter { $0.isNumber }
+            return (Int(String(digits)) ?? 0) * 1024
+        }
+        return 0
     }
 
     public static func run(folder: String, converter: String, repeats: Int = 3, log: (String) -> Void) throws -> Report {
