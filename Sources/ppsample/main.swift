@@ -11,7 +11,7 @@ struct PPSampleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ppsample",
         abstract: "Run DiT/SiT/PPFlow models: the forward pass (a parity tool) and ODE sampling.",
-        subcommands: [Forward.self])
+        subcommands: [Forward.self, BenchForward.self])
 }
 
 extension GuidanceChannels: ExpressibleByArgument {
@@ -111,6 +111,36 @@ extension PPSampleCommand {
                 result["prediction"] = TensorView(floats: prediction, shape: [batch, c, side, side])
                 try SafetensorsWriter.write(result, metadata: [("model", FileOutput.baseName(of: model)), ("evaluations", "\(net.forwardCount)")], to: out)
                 print("wrote \(out): out \([batch, cout, side, side]), prediction \([batch, c, side, side]); \(net.forwardCount) sample evaluations")
+                return 0
+            }
+        }
+    }
+}
+
+extension PPSampleCommand {
+    struct BenchForward: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench-forward",
+            abstract: "Benchmark: SiT-B/2 forward (32x32x4 latents, batch 8, random weights) GFLOP/s next to OpenBLAS sgemm on a large square product.")
+
+        @Option(help: "Threads.") var threads = 2
+        @Option(help: "Side of the square sgemm.") var sgemmSize = 2048
+        @Option(help: "Forward repeats (the best is reported).") var repeats = 3
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            CLI.run("ppsample bench-forward") {
+                let r = ForwardBenchmark.run(threads: threads, sgemmSize: sgemmSize, repeats: repeats)
+                if json {
+                    try CLI.writeJSON(.object(JSONObject([
+                        ("threads", .int(Int64(r.threads))), ("model", .string(r.modelDescription)),
+                        ("sgemm_size", .int(Int64(r.sgemmSize))), ("sgemm_gflops", .double(r.sgemmGFLOPS)),
+                        ("forward_gflop", .double(r.forwardFLOPs / 1e9)), ("forward_seconds", .double(r.forwardSeconds)),
+                        ("forward_gflops", .double(r.forwardGFLOPS)), ("fraction_of_sgemm", .double(r.efficiency)),
+                    ])), to: "-")
+                } else {
+                    print(r)
+                }
                 return 0
             }
         }
