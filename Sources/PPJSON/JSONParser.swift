@@ -50,19 +50,20 @@ public enum JSON {
             tok, terminated.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(bytes.count + 1))
         defer { if root != nil { json_object_put(root) } }
         let err = json_tokener_get_error(tok)
+
+        // The strict pass also words the errors: it says what is wrong where json-c only says where.
+        var scanner = StrictScanner(bytes: bytes)
+        do {
+            try scanner.scanDocument()
+        } catch let e as StrictScanner.Failure {
+            throw PPError.badInput(origin, entry: e.duplicateKey, e.message)
+        }
         if err != json_tokener_success {
             let at = json_tokener_get_parse_end(tok)
             let reason = err == json_tokener_continue || at >= bytes.count
                 ? "the text ends before the value is complete"
                 : String(cString: json_tokener_error_desc(err))
             throw PPError.badInput(origin, "not valid JSON: \(reason) at byte \(min(at, bytes.count))")
-        }
-
-        var scanner = StrictScanner(bytes: bytes)
-        do {
-            try scanner.scanDocument()
-        } catch let e as StrictScanner.Failure {
-            throw PPError.badInput(origin, entry: e.duplicateKey, e.message)
         }
 
         var numberIndex = 0

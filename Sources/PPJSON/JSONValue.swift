@@ -86,7 +86,16 @@ public struct JSONObject: Equatable, Sendable {
     public init(_ pairs: [(String, JSONValue)]) {
         self.pairs = []
         self.pairs.reserveCapacity(pairs.count)
-        for (k, v) in pairs { self[k] = v }
+        var position: [[UInt8]: Int] = [:]
+        for (k, v) in pairs {
+            let bytes = Array(k.utf8)
+            if let i = position[bytes] {
+                self.pairs[i].value = v
+            } else {
+                position[bytes] = self.pairs.count
+                self.pairs.append((k, v))
+            }
+        }
     }
 
     public var keys: [String] { pairs.map(\.key) }
