@@ -1,0 +1,105 @@
+import PPKernels
+import PPTensor
+
+/// Named views into one flat Float buffer, in `parameterShapes` order: forward, backward, optimizer
+/// moments and writers all share this layout.
+public final class ParameterLayout: @unchecked Sendable {
+    public let names: [String]
+    public let offsets: [Int]
+    public let shapes: [[Int]]
+    public let totalCount: Int
+    private let index: [String: Int]
+
+    public init(shapes named: [(name: String, shape: [Int])]) {
+        var offset = 0
+        var offsets: [Int] = []
+        for (_, shape) in named { offsets.append(offset); offset += shape.reduce(1, *) }
+        names = named.map(\.name)
+        shapes = named.map(\.shape)
+        self.offsets = offsets
+        totalCount = offset
+        index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+    }
+
+    public convenience init(config: ModelConfig) { self.init(shapes: config.parameterShapes) }
+
+    public func range(of name: String) -> Range<Int>? {
+        guard let i = index[name] else { return nil }
+        return offsets[i] ..< offsets[i] + shapes[i].reduce(1, *)
+    }
+
+    /// Offset of a tensor the layout must hold (a programming error otherwise).
+    func offset(_ name: String) -> Int {
+        guard let r = range(of: name) else { preconditionFailure("parameter \(name) is not in the layout") }
+        return r.lowerBound
+    }
+}
+
+public final class ModelParameters: @unchecked Sendable {
+    public let config: ModelConfig
+    public let layout: ParameterLayout
+    /// Every parameter, [totalCount], in layout order.
+    public var values: [Float]
+
+    /// Zero-filled parameters (to be filled by an initializer or a trainer).
+    public init(config: ModelConfig) {
+        self.config = config
+        layout = ParameterLayout(config: config)
+        values = [Float](repeating: 0, count: layout.totalCount)
+    }
+
+    /// Copies `tensors` (any float dtype) into the flat buffer after checking the exact key set and
+    /// every shape; the error names the key and both shapes.
+    public init(config: ModelConfig, tensors: TensorDict) throws {
+        self.config = config
+        let layout = ParameterLayout(config: config)
+        self.layout = layout
+        let expected = Set(layout.names)
+        if let unexpected = tensors.names.first(where: { !expected.contains($0) }) {
+            let more = tensors.names.filter { !expected.contains($0) }.count - 1
+            throw PPError(.badInput, entry: unexpected, "unexpected tensor for this model configuration" + (more > 0 ? " (and \(more) more)" : ""))
+        }
+        if let missing = layout.names.first(where: { !tensors.contains($0) }) {
+            let more = layout.names.filter { !tensors.contains($0) }.count - 1
+            throw PPError(.badInput, entry: missing, "missing from the checkpoint" + (more > 0 ? " (and \(more) more)" : ""))
+        }
+        var values = [Float](repeating: 0, count: layout.totalCount)
+        try values.withUnsafeMutableBufferPointer { buffer in
+            for (i, name) in layout.names.enumerated() {
+                let tensor = tensors[name]!
+                guard tensor.shape == layout.shapes[i] else {
+                    throw PPError(.badInput, entry: name, "shape \(tensor.shape), but the model expects \(layout.shapes[i])")
+                }
+                guard tensor.dtype.isFloatingPoint else {
+                    throw PPError(.badInput, entry: name, "dtype \(tensor.dtype.shortName), expected a floating-point tensor")
+                }
+                let count = layout.shapes[i].reduce(1, *)
+                tensor.writeFloats(into: UnsafeMutableBufferPointer(rebasing: buffer[layout.offsets[i] ..< layout.offsets[i] + count]))
+            }
+        }
+        self.values = values
+    }
+
+    /// The parameters as official-named tensors, in state_dict order.
+    public func tensors(dtype: DType = .f32) -> TensorDict {
+        var dict = TensorDict()
+        for (i, name) in layout.names.enumerated() {
+            let count = layout.shapes[i].reduce(1, *)
+            dict[name] = TensorView(floats: Array(values[layout.offsets[i] ..< layout.offsets[i] + count]), shape: layout.shapes[i], dtype: dtype)
+        }
+        return dict
+    }
+
+    /// The fixed sin-cos table of `level` for a latent of side `latentSize`, [tokens, D]: what the official
+    /// code stores in `pos_embed` / `pos_embed.{level}` (coarse levels on the strided grid).
+    public static func positionTable(config: ModelConfig, level: Int, latentSize: Int? = nil) -> [Float] {
+        let grid = config.grid(level: level, latentSize: latentSize ?? config.inputSize)
+        let strides: (row: Int, col: Int)
+        switch config.levelLayouts[level] {
+        case .square: strides = (2, 2)
+        case .width: strides = (1, 2)
+        case .full: strides = (1, 1)
+        }
+        return Kernels.sinCosPositionTable(dim: config.hiddenSize, rows: grid.rows, cols: grid.cols, rowStride: strides.row, colStride: strides.col)
+    }
+}

@@ -1,1 +1,0 @@
-// Module PPModel: see Package.swift for its place in the layering.
