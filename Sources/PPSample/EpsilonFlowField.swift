@@ -17,9 +17,10 @@ public final class EpsilonFlowField: VelocityField {
     public let channels: Int
     public let schedule: DDPMSchedule
     public private(set) var count = EvaluationCount()
-    /// The ε network: DDPM state [B, C, S, S], fractional step τ (float, as DiT's embedder takes it),
-    /// labels [B] -> (ε̂ [B, C, S, S], evaluations spent, evaluations saved).
-    public typealias EpsilonNetwork = (_ state: [Float], _ step: Float, _ labels: [Int32], _ batch: Int) throws
+    /// The ε network: DDPM state [B, C, S, S], fractional step τ (float, as DiT's embedder takes it), the
+    /// flow time it stands for (a pyramid model picks its level from it), labels [B]
+    /// -> (ε̂ [B, C, S, S], evaluations spent, evaluations saved).
+    public typealias EpsilonNetwork = (_ state: [Float], _ step: Float, _ flowTime: Float, _ labels: [Int32], _ batch: Int) throws
         -> (epsilon: [Float], evaluations: Int, saved: Int)
     private let network: EpsilonNetwork
 
@@ -35,7 +36,7 @@ public final class EpsilonFlowField: VelocityField {
         let tau = schedule.fractionalStep(flowTime: time)
         let scale = 1 / (time * time + (1 - time) * (1 - time)).squareRoot()
         let state = x.map { $0 * Float(scale) }  // [B, C, S, S]
-        let (epsilon, evaluations, saved) = try network(state, Float(tau), labels, batch)  // [B, C, S, S]
+        let (epsilon, evaluations, saved) = try network(state, Float(tau), t, labels, batch)  // [B, C, S, S]
         guard epsilon.count == x.count else {
             throw PPError(.mismatch, "epsilon network returned \(epsilon.count) values for an input of \(x.count)")
         }

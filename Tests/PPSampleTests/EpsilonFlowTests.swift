@@ -43,7 +43,7 @@ private func referenceAlphaBar(_ tau: Double) -> Double {
 /// The Bayes-optimal ε prediction for Gaussian data at a DDPM state α·data + σ·ε:
 /// E[ε | x] = σ·(x − α·mean)/(α²·s² + σ²).
 private func perfectEpsilonField(_ data: GaussianData, channels: Int = 1) -> EpsilonFlowField {
-    EpsilonFlowField(channels: channels) { state, step, _, batch in
+    EpsilonFlowField(channels: channels) { state, step, _, _, batch in
         let alphaBar = referenceAlphaBar(Double(step))
         let a = alphaBar.squareRoot(), s = (1 - alphaBar).squareRoot()
         let eps = state.indices.map { i -> Float in
