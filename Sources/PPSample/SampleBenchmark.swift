@@ -28,6 +28,7 @@ public enum SampleBenchmark {
         public var threads: Int
         public var steps: Int
         public var batch: Int
+        public var repeats: Int
         public var rows: [Row]
 
         /// `{"S/2": {"sit_s_per_image":..,"ppf2_speedup":..,"ppf3_speedup":..,"ppf2_flop_ratio":..,"ppf3_flop_ratio":..}, "B/2": {...}}`
@@ -43,8 +44,11 @@ public enum SampleBenchmark {
             }))
         }
 
+        /// `json` as text, keys in the order above.
+        public var jsonText: String { JSON.serialize(json, pretty: true) }
+
         public var text: String {
-            var lines = ["sampling benchmark: 32x32x4 latents, batch \(batch), \(steps) Euler steps, \(threads) thread(s), random weights, unguided"]
+            var lines = ["sampling benchmark: 32x32x4 latents, batch \(batch), \(steps) Euler steps, \(threads) thread(s), random weights, unguided, best of \(repeats) rounds"]
             for row in rows {
                 lines.append(String(format: "%@: SiT %.4f s/image (%.2f GFLOP/step); PPF-2 %.4f s/image, speedup %.2fx (FLOP ratio %.2f); PPF-3 %.4f s/image, speedup %.2fx (FLOP ratio %.2f)",
                                     row.name, row.sitSecondsPerImage, row.sitFlopsPerEvaluation / 1e9,
@@ -62,38 +66,50 @@ public enum SampleBenchmark {
                            numHeads: ModelConfig.releasedHeads[hidden]!, numClasses: 1000, levels: levels)
     }
 
-    /// Runs the benchmark. `steps` Euler steps (`steps + 1` grid points) per model.
-    public static func run(threads: Int, steps: Int, batch: Int = 8, models: [String] = ["S/2", "B/2"],
+    /// Runs the benchmark: `steps` Euler steps (`steps + 1` grid points) per model, `repeats` rounds that
+    /// time SiT, PPF-2 and PPF-3 one after the other (so load from other processes hits all three alike);
+    /// each model's best round counts.
+    public static func run(threads: Int, steps: Int, batch: Int = 8, repeats: Int = 2, models: [String] = ["S/2", "B/2"],
                            log: ((String) -> Void)? = nil) throws -> Report {
-        guard threads >= 1, steps >= 1, batch >= 1 else { throw PPError(.usage, "threads, steps and batch must be at least 1") }
+        guard threads >= 1, steps >= 1, batch >= 1, repeats >= 1 else {
+            throw PPError(.usage, "threads, steps, batch and repeats must be at least 1")
+        }
+        if let unknown = models.first(where: { $0 != "S/2" && $0 != "B/2" }) {
+            throw PPError(.usage, "no benchmark model \(unknown): the models are S/2 and B/2")
+        }
         let previousThreads = Parallel.threads
         Parallel.setThreads(threads)
         defer { Parallel.setThreads(previousThreads) }
+        let start = try SampleStart.seeded(7, batch: batch, channels: 4, side: 32, labels: nil, numClasses: 1000)
         var rows: [Row] = []
         for name in models {
             let sitConfig = config(name, levels: 1)
             let sit = ModelParameters(config: sitConfig)
             fillRandom(&sit.values, seed: 1)
-            let start = try SampleStart.seeded(7, batch: batch, channels: 4, side: 32, labels: nil, numClasses: 1000)
-            var seconds: [Double] = []
-            for levels in [1, 2, 3] {
-                let parameters = levels == 1 ? sit : pyramid(from: sit, levels: levels, seed: UInt64(levels))
-                let model = Model(config: parameters.config, parameters: parameters)
-                let field = try VelocityModelField(model: model, guidance: nil)
-                _ = try field.velocity(x: start.noise, t: 0.9, labels: start.labels, batch: batch)  // warm-up: scratch, tables
-                let begin = DispatchTime.now().uptimeNanoseconds
-                _ = try Sampler.run(field, start: start, method: .euler, points: steps + 1)
-                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
-                seconds.append(elapsed / Double(batch))
-                log?(String(format: "%@ %@: %.3f s for %d images", name, levels == 1 ? "SiT" : "PPF-\(levels)", elapsed, batch))
+            let fields = try [sit, pyramid(from: sit, levels: 2, seed: 2), pyramid(from: sit, levels: 3, seed: 3)].map { parameters in
+                try VelocityModelField(model: Model(config: parameters.config, parameters: parameters), guidance: nil)
+            }
+            for field in fields {  // warm-up: scratch buffers and position tables of every level
+                for t: Float in [0.3, 0.6, 0.9] { _ = try field.velocity(x: start.noise, t: t, labels: start.labels, batch: batch) }
+            }
+            var best = [Double](repeating: .infinity, count: 3)
+            for round in 0..<repeats {
+                for (index, field) in fields.enumerated() {
+                    let begin = DispatchTime.now().uptimeNanoseconds
+                    _ = try Sampler.run(field, start: start, method: .euler, points: steps + 1)
+                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
+                    best[index] = min(best[index], elapsed / Double(batch))
+                    log?(String(format: "%@ %@ round %d: %.3f s for %d images", name, index == 0 ? "SiT" : "PPF-\(index + 1)",
+                                round + 1, elapsed, batch))
+                }
             }
             let full = forwardFLOPs(config: sitConfig, level: 0, latentSide: 32)
-            rows.append(Row(name: name, sitSecondsPerImage: seconds[0], ppf2SecondsPerImage: seconds[1], ppf3SecondsPerImage: seconds[2],
+            rows.append(Row(name: name, sitSecondsPerImage: best[0], ppf2SecondsPerImage: best[1], ppf3SecondsPerImage: best[2],
                             ppf2FlopRatio: full / eulerAverageFLOPs(config: config(name, levels: 2), steps: steps, latentSide: 32),
                             ppf3FlopRatio: full / eulerAverageFLOPs(config: config(name, levels: 3), steps: steps, latentSide: 32),
                             sitFlopsPerEvaluation: full))
         }
-        return Report(threads: threads, steps: steps, batch: batch, rows: rows)
+        return Report(threads: threads, steps: steps, batch: batch, repeats: repeats, rows: rows)
     }
 
     /// Multiply-add FLOPs (2 per multiply-add) of one sample's forward pass at `level`: every matrix
