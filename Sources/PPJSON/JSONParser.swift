@@ -1,6 +1,12 @@
 import CJSONC
 import PPTensor
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Strict JSON reading and deterministic JSON writing.
 public enum JSON {
     /// Deepest nesting of arrays and objects that `parse` accepts.
@@ -15,7 +21,7 @@ public enum JSON {
     /// Reads and parses the JSON file at `path`.
     public static func parse(file path: String) throws -> JSONValue {
         let storage = try ByteStorage(mappingFile: path)
-        return try parse(storage.bytes, origin: path)
+        return try withExtendedLifetime(storage) { try parse(storage.bytes, origin: path) }
     }
 
     /// Parses `bytes` as one RFC 8259 JSON value (surrounding whitespace allowed).
@@ -52,7 +58,7 @@ public enum JSON {
         let err = json_tokener_get_error(tok)
 
         // The strict pass also words the errors: it says what is wrong where json-c only says where.
-        var scanner = StrictScanner(bytes: bytes)
+        let scanner = StrictScanner(bytes: bytes)
         do {
             try scanner.scanDocument()
         } catch let e as StrictScanner.Failure {
@@ -111,26 +117,49 @@ public enum JSON {
 }
 
 /// RFC 8259 grammar check, duplicate-key detection and number reading over UTF-8-valid bytes.
-struct StrictScanner {
+///
+/// Built to allocate little on big headers: keys are compared as byte slices of the text (only a key
+/// with escapes is decoded into a buffer of its own), per-depth key lists are reused, and the path
+/// used in messages is rendered only when there is an error.
+final class StrictScanner {
     struct Failure: Error {
         var message: String
         var duplicateKey: String?
     }
 
+    /// A key's decoded bytes: a slice of the text, or of a buffer this scanner owns.
+    private struct Key: Hashable {
+        let bytes: UnsafeRawBufferPointer
+        static func == (a: Key, b: Key) -> Bool {
+            a.bytes.count == b.bytes.count && (a.bytes.count == 0 || memcmp(a.bytes.baseAddress!, b.bytes.baseAddress!, a.bytes.count) == 0)
+        }
+        func hash(into h: inout Hasher) { h.combine(bytes: bytes) }
+        var string: String { String(decoding: bytes, as: UTF8.self) }
+    }
+
     private enum PathItem {
-        case key(String)
+        case key(Key)
         case index(Int)
     }
+
+    /// Objects with more keys than this are checked for duplicates with a hash set.
+    private static let linearKeyLimit = 12
 
     let bytes: UnsafeRawBufferPointer
     private var i = 0
     private var path: [PathItem] = []
+    private var keyLists: [[Key]] = []          // by depth, reused
+    private var keySets: [Set<Key>] = []        // by depth, reused
+    private var decodedKeys: [UnsafeMutableRawBufferPointer] = []
+    private var scratch: [UInt8] = []
     /// Every number in document order, already classified.
     private(set) var numbers: [JSONValue] = []
 
     init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
-    mutating func scanDocument() throws {
+    deinit { for b in decodedKeys { b.deallocate() } }
+
+    func scanDocument() throws {
         skipWhitespace()
         try scanValue(depth: 0)
         skipWhitespace()
@@ -146,15 +175,17 @@ struct StrictScanner {
         for item in path {
             switch item {
             case .index(let n): s += "[\(n)]"
-            case .key(let k):
-                let plain = !k.isEmpty && k.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || $0 == 0x5f }
-                s += plain ? ".\(k)" : "[\(JSON.quoted(k))]"
+            case .key(let key):
+                let plain = key.bytes.count > 0 && key.bytes.allSatisfy {
+                    ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || $0 == 0x5f
+                }
+                s += plain ? ".\(key.string)" : "[\(JSON.quoted(key.string))]"
             }
         }
         return s
     }
 
-    private mutating func skipWhitespace() {
+    private func skipWhitespace() {
         while i < bytes.count {
             switch bytes[i] {
             case 0x20, 0x09, 0x0A, 0x0D: i += 1
@@ -165,7 +196,7 @@ struct StrictScanner {
 
     private func peek() -> UInt8? { i < bytes.count ? bytes[i] : nil }
 
-    private mutating func scanValue(depth: Int) throws {
+    private func scanValue(depth: Int) throws {
         guard let c = peek() else { throw fail("the text ends where a value was expected") }
         switch c {
         case UInt8(ascii: "{"):
@@ -186,28 +217,28 @@ struct StrictScanner {
         }
     }
 
-    private mutating func expectLiteral(_ word: StaticString) throws {
+    private func expectLiteral(_ word: StaticString) throws {
         let n = word.utf8CodeUnitCount
         guard i + n <= bytes.count else { throw fail("unknown literal") }
         for k in 0..<n where bytes[i + k] != word.utf8Start[k] { throw fail("unknown literal") }
         i += n
     }
 
-    private mutating func scanObject(depth: Int) throws {
+    private func scanObject(depth: Int) throws {
         i += 1  // {
-        var seen = Set<[UInt8]>()
+        while keyLists.count <= depth { keyLists.append([]); keySets.append([]) }
+        keyLists[depth].removeAll(keepingCapacity: true)
+        keySets[depth].removeAll(keepingCapacity: true)
         skipWhitespace()
         if peek() == UInt8(ascii: "}") { i += 1; return }
         while true {
             skipWhitespace()
             guard peek() == UInt8(ascii: "\"") else { throw fail("expected a double-quoted key") }
-            let keyBytes = try scanString(decode: true)!
-            let key = String(decoding: keyBytes, as: UTF8.self)
+            let key = try scanKey()
             // json-c keeps keys as C strings, so it would cut this one short.
-            if keyBytes.contains(0) { throw fail("a key containing U+0000 is not supported") }
-            if !seen.insert(keyBytes).inserted {
-                let inObject = renderedPath
-                throw Failure(message: "duplicate key \(JSON.quoted(key)) in the object at \(inObject)", duplicateKey: key)
+            if key.bytes.count > 0, memchr(key.bytes.baseAddress!, 0, key.bytes.count) != nil { throw fail("a key containing U+0000 is not supported") }
+            if isDuplicate(key, depth: depth) {
+                throw Failure(message: "duplicate key \(JSON.quoted(key.string)) in the object at \(renderedPath)", duplicateKey: key.string)
             }
             skipWhitespace()
             guard peek() == UInt8(ascii: ":") else { throw fail("expected ':' after a key") }
@@ -225,7 +256,18 @@ struct StrictScanner {
         }
     }
 
-    private mutating func scanArray(depth: Int) throws {
+    /// Records `key` for the object at `depth`; true when it was already there.
+    private func isDuplicate(_ key: Key, depth: Int) -> Bool {
+        if keyLists[depth].count < StrictScanner.linearKeyLimit {
+            if keyLists[depth].contains(key) { return true }
+            keyLists[depth].append(key)
+            return false
+        }
+        if keySets[depth].isEmpty { keySets[depth].formUnion(keyLists[depth]) }
+        return !keySets[depth].insert(key).inserted
+    }
+
+    private func scanArray(depth: Int) throws {
         i += 1  // [
         skipWhitespace()
         if peek() == UInt8(ascii: "]") { i += 1; return }
@@ -245,31 +287,55 @@ struct StrictScanner {
         }
     }
 
-    /// Scans a string starting at its opening quote; returns its decoded UTF-8 when asked.
-    private mutating func scanString(decode: Bool) throws -> [UInt8]? {
+    /// A key starting at its opening quote: a slice of the text when it has no escapes.
+    private func scanKey() throws -> Key {
+        let open = i
+        guard try scanString(decode: false) else {
+            return Key(bytes: UnsafeRawBufferPointer(rebasing: bytes[open + 1 ..< i - 1]))
+        }
+        i = open
+        scratch.removeAll(keepingCapacity: true)
+        _ = try scanString(decode: true)
+        let owned = UnsafeMutableRawBufferPointer.allocate(byteCount: max(scratch.count, 1), alignment: 1)
+        decodedKeys.append(owned)
+        scratch.withUnsafeBytes { if $0.count > 0 { owned.copyMemory(from: $0) } }
+        return Key(bytes: UnsafeRawBufferPointer(start: owned.baseAddress, count: scratch.count))
+    }
+
+    /// Scans a string starting at its opening quote and says whether it held any escape. With
+    /// `decode`, appends its decoded bytes to `scratch`.
+    private func scanString(decode: Bool) throws -> Bool {
         i += 1  // "
-        var out: [UInt8]? = decode ? [] : nil
+        var escaped = false
+        var runStart = i
+        func flush(_ end: Int) {
+            if decode, end > runStart { scratch.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[runStart ..< end])) }
+        }
+        func emit(_ byte: UInt8) { if decode { scratch.append(byte) } }
         while true {
             guard i < bytes.count else { throw fail("unterminated string") }
             let c = bytes[i]
             switch c {
             case UInt8(ascii: "\""):
+                flush(i)
                 i += 1
-                return out
+                return escaped
             case 0x00..<0x20:
                 throw fail("raw control character \(describe(c)) inside a string")
             case UInt8(ascii: "\\"):
+                flush(i)
+                escaped = true
                 i += 1
                 guard i < bytes.count else { throw fail("unterminated string") }
                 let e = bytes[i]
                 i += 1
                 switch e {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out?.append(e)
-                case UInt8(ascii: "b"): out?.append(0x08)
-                case UInt8(ascii: "f"): out?.append(0x0C)
-                case UInt8(ascii: "n"): out?.append(0x0A)
-                case UInt8(ascii: "r"): out?.append(0x0D)
-                case UInt8(ascii: "t"): out?.append(0x09)
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): emit(e)
+                case UInt8(ascii: "b"): emit(0x08)
+                case UInt8(ascii: "f"): emit(0x0C)
+                case UInt8(ascii: "n"): emit(0x0A)
+                case UInt8(ascii: "r"): emit(0x0D)
+                case UInt8(ascii: "t"): emit(0x09)
                 case UInt8(ascii: "u"):
                     var scalar = try hex4()
                     if scalar >= 0xD800 && scalar < 0xDC00 {
@@ -283,19 +349,19 @@ struct StrictScanner {
                     } else if scalar >= 0xDC00 && scalar < 0xE000 {
                         throw fail("unpaired surrogate escape")
                     }
-                    if out != nil { out!.append(contentsOf: UTF8.encode(Unicode.Scalar(scalar)!)!) }
+                    if decode { scratch.append(contentsOf: UTF8.encode(Unicode.Scalar(scalar)!)!) }
                 default:
                     i -= 1
                     throw fail("invalid escape \\\(describe(e)) in a string")
                 }
+                runStart = i
             default:
-                out?.append(c)
                 i += 1
             }
         }
     }
 
-    private mutating func hex4() throws -> UInt32 {
+    private func hex4() throws -> UInt32 {
         guard i + 4 <= bytes.count else { throw fail("truncated \\u escape") }
         var v: UInt32 = 0
         for _ in 0..<4 {
@@ -313,16 +379,17 @@ struct StrictScanner {
         return v
     }
 
-    private mutating func scanDigits() -> Int {
+    private func scanDigits() -> Int {
         let start = i
         while i < bytes.count, bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") { i += 1 }
         return i - start
     }
 
-    private mutating func scanNumber() throws {
+    private func scanNumber() throws {
         let start = i
         var integral = true
-        if peek() == UInt8(ascii: "-") { i += 1 }
+        let negative = peek() == UInt8(ascii: "-")
+        if negative { i += 1 }
         switch peek() {
         case UInt8(ascii: "0"):
             i += 1
@@ -332,6 +399,7 @@ struct StrictScanner {
         default:
             throw fail("invalid number")
         }
+        let integerEnd = i
         if peek() == UInt8(ascii: ".") {
             integral = false
             i += 1
@@ -343,11 +411,20 @@ struct StrictScanner {
             if peek() == UInt8(ascii: "+") || peek() == UInt8(ascii: "-") { i += 1 }
             guard scanDigits() > 0 else { throw fail("an exponent must have digits") }
         }
-        let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
-        if integral, let v = Int64(text) {
-            numbers.append(.int(v))
-            return
+        if integral {
+            // Accumulate toward the negative side, which holds Int64.min.
+            var v: Int64 = 0
+            var fits = true
+            for k in (negative ? start + 1 : start) ..< integerEnd {
+                let (m, o1) = v.multipliedReportingOverflow(by: 10)
+                let (s, o2) = m.subtractingReportingOverflow(Int64(bytes[k] - UInt8(ascii: "0")))
+                if o1 || o2 { fits = false; break }
+                v = s
+            }
+            if fits && negative { numbers.append(.int(v)); return }
+            if fits && v != .min { numbers.append(.int(-v)); return }
         }
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
         guard let d = Double(text), d.isFinite else {
             i = start
             throw fail("number \(text) is out of range")

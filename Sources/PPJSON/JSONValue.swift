@@ -1,6 +1,6 @@
 /// A JSON value. Objects keep their keys in document (or insertion) order; integers that fit in
 /// Int64 are `.int`, every other number is `.double`.
-public indirect enum JSONValue: Equatable, Sendable {
+public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case int(Int64)

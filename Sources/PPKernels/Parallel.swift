@@ -1,9 +1,10 @@
 import COpenBLAS
 import Dispatch
 
-/// Thread count shared by OpenBLAS and the kernels' own parallel loops.
+/// Thread count shared by OpenBLAS and the kernels' own parallel loops. Starts at OpenBLAS's own
+/// default; process-wide (one setting for every model in the process).
 public enum Parallel {
-    nonisolated(unsafe) private static var threadCount = 1
+    nonisolated(unsafe) private static var threadCount = max(1, Int(openblas_get_num_threads()))
 
     /// Sets the OpenBLAS thread count and the width of the kernels' own parallel loops.
     public static func setThreads(_ count: Int) {

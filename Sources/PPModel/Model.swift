@@ -158,6 +158,28 @@ public final class Model {
         return out
     }
 
+    /// The final layer's input features after its adaLN modulation, [B, T_level, D], for every sample at
+    /// `level` (what the output projection of that level multiplies; used to refit coarse projections).
+    public func finalFeatures(x: [Float], t: [Float], y: [Int32], batch: Int, level: Int) -> [Float] {
+        let c = config.inChannels
+        precondition(batch > 0 && t.count == batch && y.count == batch, "finalFeatures: t and y need one value per sample")
+        precondition((0..<config.levels).contains(level), "finalFeatures: no level \(level)")
+        let side = Int((Double(x.count / (batch * c))).squareRoot().rounded())
+        precondition(side * side * c * batch == x.count, "finalFeatures: x must be [B, C, S, S]")
+        let grid = config.grid(level: level, latentSize: side)
+        var features = [Float](repeating: 0, count: batch * grid.rows * grid.cols * config.hiddenSize)
+        parameters.values.withUnsafeBufferPointer { params in
+            x.withUnsafeBufferPointer { xs in t.withUnsafeBufferPointer { ts in y.withUnsafeBufferPointer { ys in
+                features.withUnsafeMutableBufferPointer { out in
+                    runLevel(level, x: xs.baseAddress!, t: ts.baseAddress!, y: ys.baseAddress!, batch: batch, side: side,
+                             output: out.baseAddress!, params: params.baseAddress!, stopAtFinalFeatures: true)
+                }
+            } } }
+        }
+        forwardCount += batch
+        return features
+    }
+
     // MARK: One level, one group
 
     private func positionTable(level: Int, side: Int) -> [Float] {
@@ -168,9 +190,10 @@ public final class Model {
         return table
     }
 
-    /// x [b, C, S, S] -> output [b, Cout, S, S] at `level`.
+    /// x [b, C, S, S] -> output [b, Cout, S, S] at `level`; or, with `stopAtFinalFeatures`, the modulated
+    /// final-layer input [b, T, D].
     private func runLevel(_ level: Int, x: UnsafePointer<Float>, t: UnsafePointer<Float>, y: UnsafePointer<Int32>, batch b: Int,
-                          side: Int, output: UnsafeMutablePointer<Float>, params: UnsafePointer<Float>) {
+                          side: Int, output: UnsafeMutablePointer<Float>, params: UnsafePointer<Float>, stopAtFinalFeatures: Bool = false) {
         let c = config.inChannels, p = config.patchSize, d = config.hiddenSize, hidden = config.mlpHiddenSize
         let levelLayout = config.levelLayouts[level]
         let factor = levelLayout.channelFactor
@@ -254,6 +277,10 @@ public final class Model {
                        bias: params + layout.offset("final_layer.adaLN_modulation.1.bias"), output: mod, rows: b, inFeatures: d, outFeatures: 2 * d)
         Kernels.layerNorm(input: stream, output: h, rows: rows, dim: d, eps: 1e-6)
         Kernels.modulate(h, batch: b, tokens: tokenCount, dim: d, shift: mod, scale: mod + d, conditionStride: 2 * d)
+        if stopAtFinalFeatures {
+            output.update(from: h, count: rows * d)
+            return
+        }
         let levelOutChannels = config.outChannels * factor
         let headFeatures = p * p * levelOutChannels
         let head = headOutput.reserve(rows * headFeatures)

@@ -62,10 +62,7 @@ public struct SafetensorsFile: Sendable {
         do {
             header = try JSON.parse(headerBytes, origin: origin)
         } catch let e as PPError {
-            if let key = e.entry {
-                throw bad(key, "header has a duplicate key: \(e.message)")
-            }
-            throw bad(nil, "header: \(e.message)")
+            throw bad(e.entry, "header: \(e.message)")  // the entry is the key given twice, if that is the problem
         }
         guard case .object(let top) = header else {
             throw bad(nil, "header is \(header.kindDescription), expected a JSON object")

@@ -151,16 +151,19 @@ public struct Unpickler {
         stack.append(slot)
     }
 
-    private func grow(_ containerDepth: inout Int, with slot: Slot) throws {
-        containerDepth = max(containerDepth, depth(slot) + 1)
-        guard containerDepth <= Unpickler.maximumNesting else { throw fail("values nest deeper than \(Unpickler.maximumNesting) levels") }
+    /// The container's depth once `slot` is inside it (read first: the slot may be the container itself).
+    private func grown(_ containerDepth: Int, with slot: Slot) throws -> Int {
+        let itemDepth = depth(slot)
+        let result = max(containerDepth, itemDepth + 1)
+        guard result <= Unpickler.maximumNesting else { throw fail("values nest deeper than \(Unpickler.maximumNesting) levels") }
+        return result
     }
 
     private mutating func appendItems(_ items: [Slot]) throws {
         let target = try top()
         switch target.value {
         case .list(let l), .set(let l):
-            for item in items { try grow(&l.depth, with: item); l.items.append(item.value) }
+            for item in items { l.depth = try grown(l.depth, with: item); l.items.append(item.value) }
         default: throw fail("APPEND to a \(kind(target.value)), not a list")
         }
     }
@@ -170,8 +173,8 @@ public struct Unpickler {
         let target = try top()
         guard case .dict(let d) = target.value else { throw fail("SETITEM on a \(kind(target.value)), not a dict") }
         for i in stride(from: 0, to: items.count, by: 2) {
-            try grow(&d.depth, with: items[i])
-            try grow(&d.depth, with: items[i + 1])
+            d.depth = try grown(d.depth, with: items[i])
+            d.depth = try grown(d.depth, with: items[i + 1])
             d.set(items[i].value, items[i + 1].value)
         }
     }
@@ -245,7 +248,7 @@ public struct Unpickler {
             case 0x6c: // LIST
                 let items = try popMark()
                 let l = PickleList()
-                for item in items { try grow(&l.depth, with: item); l.items.append(item.value) }
+                for item in items { l.depth = try grown(l.depth, with: item); l.items.append(item.value) }
                 try push(.list(l))
             case 0x61: try appendItems([try pop()]) // APPEND
             case 0x65: try appendItems(try popMark()) // APPENDS
@@ -254,7 +257,7 @@ public struct Unpickler {
             case 0x91: // FROZENSET
                 let items = try popMark()
                 let l = PickleList()
-                for item in items { try grow(&l.depth, with: item); l.items.append(item.value) }
+                for item in items { l.depth = try grown(l.depth, with: item); l.items.append(item.value) }
                 try push(.set(l))
             case 0x7d: try push(.dict(PickleDict(ordered: false)), depth: 1) // EMPTY_DICT
             case 0x64: // DICT
@@ -420,7 +423,7 @@ public struct Unpickler {
             break // an OrderedDict's state is the state dict `_metadata`: not needed, ignored
         case .object(let o):
             guard o.state == nil else { throw fail("BUILD applied twice to one \(o.className)") }
-            try grow(&o.depth, with: state)
+            o.depth = try grown(o.depth, with: state)
             o.state = state.value
         case .tensor:
             break // Parameter / tensor subclass state (hooks, attributes): not needed for weights

@@ -99,6 +99,12 @@ public final class ZipArchive: @unchecked Sendable {
             throw PPError(.unsupported, file: origin, entry: entry.name,
                           "declares \(entry.uncompressedSize) bytes uncompressed, more than the \(ZipArchive.maximumInflatedSize >> 30) GiB this reader inflates")
         }
+        // Deflate cannot expand more than ~1032:1, so a larger declared size is a lie we need not allocate for.
+        let (ratioLimit, overflow) = entry.compressedSize.multipliedReportingOverflow(by: 1032)
+        guard overflow || entry.uncompressedSize <= ratioLimit + 1024 else {
+            throw PPError.badInput(origin, entry: entry.name,
+                                   "declares \(entry.uncompressedSize) bytes uncompressed from only \(entry.compressedSize) compressed bytes")
+        }
         guard let file = zip_fopen_index(handle, zip_uint64_t(entry.index), 0) else {
             throw PPError.badInput(origin, entry: entry.name, "cannot open for reading: \(String(cString: zip_strerror(handle)))")
         }
