@@ -1,1 +1,0 @@
-// Module PPSample: see Package.swift for its place in the layering.

@@ -1,0 +1,81 @@
+import Foundation
+import PPTensor
+
+/// Deterministic starting noise: the same seed gives the same latents on every machine.
+/// SplitMix64 with Box-Muller (one normal per two uniforms), the same stream as PPTensor's `SeededRandom`
+/// on main, so switching to it once this branch has it changes no output.
+public struct SampleNoise: Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    private mutating func nextBits() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 bits.
+    private mutating func uniform() -> Double { Double(nextBits() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
+
+    public mutating func normal() -> Double {
+        var u1 = uniform()
+        while u1 <= 0 { u1 = uniform() }
+        let u2 = uniform()
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+    }
+
+    /// `count` standard normal draws as float32.
+    public mutating func normals(_ count: Int) -> [Float] { (0..<count).map { _ in Float(normal()) } }
+
+    /// Uniform integer in 0..<bound (random class labels).
+    public mutating func below(_ bound: Int) -> Int { Int(nextBits() % UInt64(bound)) }
+}
+
+/// What a sampling run starts from: noise z [B, C, S, S] and labels y [B].
+public struct SampleStart: Sendable {
+    /// [B, C, S, S]
+    public var noise: [Float]
+    /// [B]
+    public var labels: [Int32]
+    public var batch: Int
+    public var channels: Int
+    public var side: Int
+
+    /// Noise from `seed`; labels as given, or one class per sample drawn from the same seed.
+    public static func seeded(_ seed: UInt64, batch: Int, channels: Int, side: Int, labels: [Int32]?, numClasses: Int) throws -> SampleStart {
+        guard batch > 0, channels > 0, side > 0 else { throw PPError(.usage, "batch, channels and side must be positive") }
+        var random = SampleNoise(seed: seed)
+        let noise = random.normals(batch * channels * side * side)
+        let y: [Int32]
+        if let labels {
+            guard labels.count == batch else { throw PPError(.usage, "\(labels.count) labels for a batch of \(batch)") }
+            y = labels
+        } else {
+            y = (0..<batch).map { _ in Int32(random.below(numClasses)) }
+        }
+        try checkLabels(y, numClasses: numClasses)
+        return SampleStart(noise: noise, labels: y, batch: batch, channels: channels, side: side)
+    }
+
+    /// Given noise `z` of shape [B, C, H, W] (H == W) and labels `y` [B] (or all `defaultLabel`).
+    public static func given(z: [Float], shape: [Int], labels: [Int32]?, defaultLabel: Int32, numClasses: Int) throws -> SampleStart {
+        guard shape.count == 4, shape[2] == shape[3], shape.allSatisfy({ $0 > 0 }) else {
+            throw PPError(.usage, entry: "z", "shape \(shape), expected [B, C, S, S]")
+        }
+        guard shape.reduce(1, *) == z.count else { throw PPError(.usage, entry: "z", "\(z.count) values for shape \(shape)") }
+        let y = labels ?? [Int32](repeating: defaultLabel, count: shape[0])
+        guard y.count == shape[0] else { throw PPError(.usage, entry: "y", "\(y.count) labels for \(shape[0]) noise samples") }
+        try checkLabels(y, numClasses: numClasses)
+        return SampleStart(noise: z, labels: y, batch: shape[0], channels: shape[1], side: shape[2])
+    }
+
+    /// Labels 0..<K are classes, K is the null (unconditional) class.
+    static func checkLabels(_ labels: [Int32], numClasses: Int) throws {
+        if let bad = labels.first(where: { $0 < 0 || Int($0) > numClasses }) {
+            throw PPError(.usage, entry: "y", "label \(bad) outside 0...\(numClasses) (\(numClasses) = unconditional)")
+        }
+    }
+}
