@@ -1,15 +1,6 @@
+import PPCheckpoint
 import PPModel
 import PPTensor
-
-/// What a checkpoint's network predicts. The weights alone do not say (DiT and SiT share every key name).
-public enum ModelObjective: String, Codable, Sendable, CaseIterable {
-    /// SiT / PPFlow: velocity x1 - x0, t in [0, 1], t = 0 noise.
-    case velocity
-    /// DiT: DDPM epsilon, integer steps 0...999 (999 = noise).
-    case epsilon
-    /// Not recorded: sampling is refused rather than guessed.
-    case unknown
-}
 
 /// Classifier-free guidance: `uncond + s·(cond - uncond)` with one scale, or one per pyramid level.
 /// Where a level's scale is 1 the unconditional pass is skipped.
@@ -34,7 +25,7 @@ public struct Guidance: Equatable, Sendable {
 
 public enum SampleFields {
     /// The velocity field of `model` for its objective; `unknown` is refused with how to record it.
-    public static func field(model: Model, objective: ModelObjective, guidance: Guidance?,
+    public static func field(model: Model, objective: Objective, guidance: Guidance?,
                              schedule: DDPMSchedule = .dit) throws -> VelocityField {
         switch objective {
         case .velocity: return try VelocityModelField(model: model, guidance: guidance)

@@ -97,3 +97,40 @@ final class CommandLineTests: XCTestCase {
         XCTAssertLessThanOrEqual((d / n).squareRoot(), 1e-5)
     }
 }
+
+extension CommandLineTests {
+    /// `ppsample --noise` reproduces the official guided ODE samples (Euler on linspace(0,1,9), Heun on 7 points).
+    func testSampleCommandReproducesTheOfficialODESamples() throws {
+        let folder = Paths.scratch(self)
+        for levels in [2, 3] {
+            let ref = try SafetensorsFile.open(Paths.fixture("ref_ppf\(levels)_forward.safetensors")).tensors
+            let scales = ref["cfg_scales"]!.floats().map { "\($0)" }.joined(separator: ",")
+            for (name, sampler, points) in [("ode_euler_9", "euler", "9"), ("ode_heun2_7", "heun", "7")] {
+                // The official guided sampler integrates cat([z, z]) with labels cat([y, null]); its first half
+                // is the conditional batch we sample.
+                let zAll = ref["\(name)_z"]!, half = zAll.shape[0] / 2, size = zAll.elementCount / zAll.shape[0]
+                var noise = TensorDict()
+                noise["z"] = TensorView(floats: Array(zAll.floats()[0 ..< half * size]), shape: [half] + zAll.shape.dropFirst())
+                noise["y"] = TensorView(int64s: Array(ref["\(name)_y"]!.int64s()[0 ..< half]), shape: [half])
+                try SafetensorsWriter.write(noise, metadata: [], to: "\(folder)/z.safetensors")
+                let r = try run("ppsample", [Paths.fixture("ppf\(levels).pt"), "--heads", "4", "--noise", "\(folder)/z.safetensors",
+                                             "--sampler", sampler, "--steps", points, "--cfg-scales", scales, "--cfg-channels", "3",
+                                             "--out", "\(folder)/s.safetensors", "--json"])
+                XCTAssertEqual(r.status, 0, r.stderr)
+                let report = try JSON.parse(r.stdout, origin: "report")
+                XCTAssertEqual(report["samples"]?.intValue, Int64(half))
+                let got = try SafetensorsFile.open("\(folder)/s.safetensors").tensors["samples"]!.floats()
+                let expected = Array(ref["\(name)_out"]!.floats()[0 ..< half * size])
+                var d = 0.0, n = 0.0
+                for i in 0..<expected.count { d += Double(got[i] - expected[i]) * Double(got[i] - expected[i]); n += Double(expected[i] * expected[i]) }
+                XCTAssertLessThanOrEqual((d / n).squareRoot(), 1e-5, "ppf\(levels) \(name)")
+            }
+        }
+    }
+
+    func testSamplingAModelWithUnknownObjectiveIsRefusedWithTheFix() throws {
+        let r = try run("ppsample", [Paths.fixture("sit.pt"), "--heads", "4", "--steps", "3"])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertTrue(r.stderr.contains("--objective"), r.stderr)
+    }
+}

@@ -1,38 +1,4 @@
-import Foundation
 import PPTensor
-
-/// Deterministic starting noise: the same seed gives the same latents on every machine.
-/// SplitMix64 with Box-Muller (one normal per two uniforms), the same stream as PPTensor's `SeededRandom`
-/// on main, so switching to it once this branch has it changes no output.
-public struct SampleNoise: Sendable {
-    private var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    private mutating func nextBits() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 bits.
-    private mutating func uniform() -> Double { Double(nextBits() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
-
-    public mutating func normal() -> Double {
-        var u1 = uniform()
-        while u1 <= 0 { u1 = uniform() }
-        let u2 = uniform()
-        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
-    }
-
-    /// `count` standard normal draws as float32.
-    public mutating func normals(_ count: Int) -> [Float] { (0..<count).map { _ in Float(normal()) } }
-
-    /// Uniform integer in 0..<bound (random class labels).
-    public mutating func below(_ bound: Int) -> Int { Int(nextBits() % UInt64(bound)) }
-}
 
 /// What a sampling run starts from: noise z [B, C, S, S] and labels y [B].
 public struct SampleStart: Sendable {
@@ -47,7 +13,7 @@ public struct SampleStart: Sendable {
     /// Noise from `seed`; labels as given, or one class per sample drawn from the same seed.
     public static func seeded(_ seed: UInt64, batch: Int, channels: Int, side: Int, labels: [Int32]?, numClasses: Int) throws -> SampleStart {
         guard batch > 0, channels > 0, side > 0 else { throw PPError(.usage, "batch, channels and side must be positive") }
-        var random = SampleNoise(seed: seed)
+        var random = SeededRandom(seed: seed)
         let noise = random.normals(batch * channels * side * side)
         let y: [Int32]
         if let labels {
