@@ -64,81 +64,24 @@ public enum CalibratedInitializer {
         guard data.count > 0 else { throw PPError.badInput(options.dataPath, entry: "latents", "no samples") }
         let dataSHA = try NativeCheckpoint.sha256(ofFile: options.dataPath)
 
-        let c = config.inChannels, s = config.inputSize, p = config.patchSize, d = config.hiddenSize
-        let perSample = c * s * s
-        var rng = SeededRandom(seed: options.seed)
-        // A seeded permutation of the data; the first `samples` calibrate.
-        var order = Array(0..<data.count)
-        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
-        let used = Array(order.prefix(min(options.samples, data.count)))
-
+        let d = config.hiddenSize, c = config.inChannels
+        let used = calibrationSamples(count: data.count, options: options)
         let parameters = try ModelParameters(config: config, tensors: tensors)
         let model = Model(config: config, parameters: parameters)
-        let bands = Verification.bands(thresholds: config.thresholds)
         var fits: [LevelFit] = []
 
         for level in 0..<(config.levels - 1) {
             let layout = config.levelLayouts[level]
             let factor = layout.channelFactor
-            let grid = config.grid(level: level, latentSize: s)
-            let tokens = grid.rows * grid.cols
             let levelChannels = c * factor                    // prediction channels in the level layout
-            let predictionWidth = p * p * levelChannels       // K: prediction entries per token
+            let predictionWidth = config.patchSize * config.patchSize * levelChannels   // K: entries per token
             var ridge = RidgeRegression(features: d, outputs: predictionWidth)
-            var levelRNG = SeededRandom(seed: options.seed &+ 0x5EED &+ UInt64(level))
-            var start = 0
-            while start < used.count {
-                let members = Array(used[start ..< min(start + options.batch, used.count)])
-                let b = members.count
-                var x = [Float](repeating: 0, count: b * perSample)          // [b, C, S, S]  x_t
-                var t = [Float](repeating: 0, count: b)                     // [b]
-                var y = [Int32](repeating: Int32(config.numClasses), count: b)
-                for (j, index) in members.enumerated() {
-                    let band = bands[level]
-                    // Strictly inside the band: the level's own t values.
-                    let tj = band.lowerBound + (band.upperBound - band.lowerBound) * (1 - levelRNG.uniform())
-                    t[j] = Float(tj)
-                    if !data.labels.isEmpty { y[j] = data.labels[index] }
-                    for i in 0..<perSample {
-                        let x0 = Float(levelRNG.normal())
-                        x[j * perSample + i] = Float(tj) * data.latents[index * perSample + i] + Float(1 - tj) * x0
-                    }
-                }
-                // Features of the converted model at this level: [b·T, D].
-                let features = model.finalFeatures(x: x, t: t, y: y, batch: b, level: level)   // [b·T, D]
-                // Target: the source's prediction, in the level layout, patchified like the output head.
-                let sourceOut = source.forward(x: x, t: t, y: y, batch: b)      // [b, Cout, S, S]
-                var prediction = [Float](repeating: 0, count: b * perSample)    // [b, C, S, S]
-                let cout = source.config.outChannels
-                for j in 0..<b {
-                    for i in 0..<perSample { prediction[j * perSample + i] = sourceOut[j * cout * s * s + i] }
-                }
-                var levelImage = [Float](repeating: 0, count: b * perSample)    // [b, C·f, H_l, W_l]
-                prediction.withUnsafeBufferPointer { src in levelImage.withUnsafeMutableBufferPointer { dst in
-                    switch layout {
-                    case .square: Kernels.downSquare(src.baseAddress!, dst.baseAddress!, batch: b, channels: c, height: s, width: s)
-                    case .width: Kernels.downW(src.baseAddress!, dst.baseAddress!, batch: b, channels: c, height: s, width: s)
-                    case .full: dst.baseAddress!.update(from: src.baseAddress!, count: src.count)
-                    }
-                } }
-                let levelHeight = grid.rows * p, levelWidth = grid.cols * p
-                var targets = [Float](repeating: 0, count: b * tokens * predictionWidth)   // [b·T, p·p·C·f]
-                for j in 0..<b {
-                    for gi in 0..<grid.rows { for gj in 0..<grid.cols {
-                        let row = (j * tokens + gi * grid.cols + gj) * predictionWidth
-                        for u in 0..<p { for v in 0..<p { for ch in 0..<levelChannels {
-                            let pixel = ((j * levelChannels + ch) * levelHeight + gi * p + u) * levelWidth + gj * p + v
-                            targets[row + (u * p + v) * levelChannels + ch] = levelImage[pixel]
-                        } } }
-                    } }
-                }
+            forEachBatch(level: level, config: config, model: model, source: source, data: data, used: used, options: options) { features, targets, rows, done in
                 features.withUnsafeBufferPointer { f in targets.withUnsafeBufferPointer { tg in
-                    ridge.accumulate(x: f.baseAddress!, y: tg.baseAddress!, count: b * tokens)
+                    ridge.accumulate(x: f.baseAddress!, y: tg.baseAddress!, count: rows)
                 } }
-                start += b
-                progress?("calibrating level \(level)", start, used.count)
+                progress?("calibrating level \(level)", done, used.count)
             }
-
             // Current (repeat-rule) prediction rows as a [D+1, K] solution, for the "before" residual.
             let name = config.finalLinearName(level: level)
             guard let weightView = tensors[name + ".weight"], let biasView = tensors[name + ".bias"] else {
@@ -147,7 +90,7 @@ public enum CalibratedInitializer {
             var weight = weightView.floats()                     // [p·p·Cout·f, D]
             var bias = biasView.floats()                         // [p·p·Cout·f]
             let headChannels = config.outChannels * factor       // channels per sub-pixel in the head
-            func headRow(_ k: Int) -> Int { (k / levelChannels) * headChannels + k % levelChannels }
+            func headRow(_ k: Int) -> Int { Self.headRow(k, levelChannels: levelChannels, headChannels: headChannels) }
             var current = [Double](repeating: 0, count: (d + 1) * predictionWidth)
             for k in 0..<predictionWidth {
                 for i in 0..<d { current[i * predictionWidth + k] = Double(weight[headRow(k) * d + i]) }
@@ -170,5 +113,83 @@ public enum CalibratedInitializer {
                                  relativeResidualFitted: (ridge.residualSquares(solution) / total).squareRoot()))
         }
         return Report(fits: fits, dataSHA256: dataSHA, samplesUsed: used.count)
+    }
+
+    /// The data rows that calibrate: the first `samples` of a seeded permutation.
+    public static func calibrationSamples(count: Int, options: Options) -> [Int] {
+        var rng = SeededRandom(seed: options.seed)
+        var order = Array(0..<count)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
+        return Array(order.prefix(min(options.samples, count)))
+    }
+
+    /// Runs the calibration inputs of `level` in batches and hands over, per batch, the features
+    /// [rows, D] of the converted model's final layer and the regression targets [rows, K] (the source's
+    /// prediction in the level's layout, patchified like the output head: entry (u·p + v)·C·f + ch).
+    /// Deterministic for the options' seed. Public so tests can rebuild the normal equations.
+    public static func forEachBatch(level: Int, config: ModelConfig, model: Model, source: Model,
+                                    data: (latents: [Float], labels: [Int32], count: Int), used: [Int], options: Options,
+                                    body: (_ features: [Float], _ targets: [Float], _ rows: Int, _ done: Int) -> Void) {
+        let c = config.inChannels, s = config.inputSize, p = config.patchSize
+        let perSample = c * s * s
+        let layout = config.levelLayouts[level]
+        let levelChannels = c * layout.channelFactor
+        let grid = config.grid(level: level, latentSize: s)
+        let tokens = grid.rows * grid.cols
+        let predictionWidth = p * p * levelChannels
+        let band = Verification.bands(thresholds: config.thresholds)[level]
+        var rng = SeededRandom(seed: options.seed &+ 0x5EED &+ UInt64(level))
+        var start = 0
+        while start < used.count {
+            let members = Array(used[start ..< min(start + options.batch, used.count)])
+            let b = members.count
+            var x = [Float](repeating: 0, count: b * perSample)          // [b, C, S, S]  x_t
+            var t = [Float](repeating: 0, count: b)                     // [b]
+            var y = [Int32](repeating: Int32(config.numClasses), count: b)
+            for (j, index) in members.enumerated() {
+                // Strictly inside the band (lower end excluded): the level's own t values.
+                let tj = band.lowerBound + (band.upperBound - band.lowerBound) * (1 - rng.uniform())
+                t[j] = Float(tj)
+                if !data.labels.isEmpty { y[j] = data.labels[index] }
+                for i in 0..<perSample {
+                    let x0 = Float(rng.normal())
+                    x[j * perSample + i] = Float(tj) * data.latents[index * perSample + i] + Float(1 - tj) * x0
+                }
+            }
+            let features = model.finalFeatures(x: x, t: t, y: y, batch: b, level: level)   // [b·T, D]
+            let sourceOut = source.forward(x: x, t: t, y: y, batch: b)                      // [b, Cout, S, S]
+            var prediction = [Float](repeating: 0, count: b * perSample)                   // [b, C, S, S]
+            let cout = source.config.outChannels
+            for j in 0..<b {
+                for i in 0..<perSample { prediction[j * perSample + i] = sourceOut[j * cout * s * s + i] }
+            }
+            var levelImage = [Float](repeating: 0, count: b * perSample)                   // [b, C·f, H_l, W_l]
+            prediction.withUnsafeBufferPointer { src in levelImage.withUnsafeMutableBufferPointer { dst in
+                switch layout {
+                case .square: Kernels.downSquare(src.baseAddress!, dst.baseAddress!, batch: b, channels: c, height: s, width: s)
+                case .width: Kernels.downW(src.baseAddress!, dst.baseAddress!, batch: b, channels: c, height: s, width: s)
+                case .full: dst.baseAddress!.update(from: src.baseAddress!, count: src.count)
+                }
+            } }
+            let levelHeight = grid.rows * p, levelWidth = grid.cols * p
+            var targets = [Float](repeating: 0, count: b * tokens * predictionWidth)      // [b·T, p·p·C·f]
+            for j in 0..<b {
+                for gi in 0..<grid.rows { for gj in 0..<grid.cols {
+                    let row = (j * tokens + gi * grid.cols + gj) * predictionWidth
+                    for u in 0..<p { for v in 0..<p { for ch in 0..<levelChannels {
+                        let pixel = ((j * levelChannels + ch) * levelHeight + gi * p + u) * levelWidth + gj * p + v
+                        targets[row + (u * p + v) * levelChannels + ch] = levelImage[pixel]
+                    } } }
+                } }
+            }
+            start += b
+            body(features, targets, b * tokens, start)
+        }
+    }
+
+    /// Output-head row of prediction entry k ((u·p + v)·C·f + ch) in a head with `headChannels` = Cout·f
+    /// channels per sub-pixel: the prediction channels come first in each sub-pixel's group.
+    public static func headRow(_ k: Int, levelChannels: Int, headChannels: Int) -> Int {
+        (k / levelChannels) * headChannels + k % levelChannels
     }
 }
