@@ -126,3 +126,16 @@ public enum Format {
         return unit == 0 ? "\(count) B" : "\(fixed(value, 1)) \(units[unit])"
     }
 }
+
+extension CLI {
+    /// "1,3.5" -> [1, 3.5]; a usage error naming the flag otherwise.
+    public static func numbers<T: LosslessStringConvertible>(_ text: String, flag: String, as: T.Type = T.self) throws -> [T] {
+        try text.split(separator: ",").map { part in
+            let trimmed = part.drop { $0 == " " }
+            guard let value = T(String(trimmed)) else {
+                throw PPError(.usage, entry: flag, "'\(text)' is not a comma-separated list of \(T.self == Int32.self || T.self == Int.self ? "integers" : "numbers")")
+            }
+            return value
+        }
+    }
+}

@@ -166,8 +166,8 @@ extension PPConvertCommand {
                 var options = FromDiTOptions()
                 options.levels = levels
                 options.initializer = `init`
-                options.thresholds = try thresholds.map { try parseList($0, "--thresholds") }
-                options.cfgScales = try cfgScales.map { try parseList($0, "--cfg-scales") }
+                options.thresholds = try thresholds.map { try CLI.numbers($0, flag: "--thresholds", as: Double.self) }
+                options.cfgScales = try cfgScales.map { try CLI.numbers($0, flag: "--cfg-scales", as: Double.self) }
                 options.objective = objective.flatMap(Objective.init(userName:))
                 options.dtype = dtype
                 options.heads = heads
@@ -261,21 +261,6 @@ extension PPConvertCommand {
     }
 }
 
-func parseList(_ text: String, _ flag: String) throws -> [Double] {
-    try text.split(separator: ",").map {
-        guard let v = Double($0.trimmingCharacters(in: " ")) else { throw PPError(.usage, entry: flag, "'\(text)' is not a comma-separated list of numbers") }
-        return v
-    }
-}
-
-extension Substring {
-    func trimmingCharacters(in set: Character) -> Substring {
-        var s = self
-        while s.first == set { s.removeFirst() }
-        while s.last == set { s.removeLast() }
-        return s
-    }
-}
 
 
 PPConvertCommand.main()

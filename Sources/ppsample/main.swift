@@ -94,12 +94,7 @@ extension PPSampleCommand {
                 var objective = loaded.checkpoint.objective
                 if objective == .unknown, let given = self.objective.flatMap(Objective.init(userName:)) { objective = given }
                 let guidanceConfig = loaded.checkpoint.nativeConfig?["guidance"]
-                let scales: [Float]? = try cfgScales.map { text in
-                    try text.split(separator: ",").map { part in
-                        guard let v = Float(part) else { throw PPError(.usage, entry: "--cfg-scales", "'\(text)' is not a list of numbers") }
-                        return v
-                    }
-                } ?? guidanceConfig?["scales"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) }
+                let scales: [Float]? = try cfgScales.map { try CLI.numbers($0, flag: "--cfg-scales", as: Float.self) } ?? guidanceConfig?["scales"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) }
                 let channels = cfgChannels ?? (guidanceConfig?["channels"]?.stringValue == "first3" ? .first3 : .all)
                 let guidance = scales.flatMap { $0.allSatisfy { $0 == 1 } ? nil : Guidance(scales: $0, channels: channels) }
                 let field = try SampleFields.field(model: net, objective: objective, guidance: guidance)
@@ -114,10 +109,7 @@ extension PPSampleCommand {
                 } else {
                     let wanted: [Int32]
                     if let labels {
-                        wanted = try labels.split(separator: ",").map { part in
-                            guard let v = Int32(part) else { throw PPError(.usage, entry: "--labels", "'\(labels)' is not a list of integers") }
-                            return v
-                        }
+                        wanted = try CLI.numbers(labels, flag: "--labels", as: Int32.self)
                     } else {
                         let k = perClass ?? 1
                         wanted = (0..<config.numClasses).flatMap { c in [Int32](repeating: Int32(c), count: k) }
@@ -252,10 +244,7 @@ extension PPSampleCommand {
                 let y32 = labels.map { Int32($0) }
                 let output: [Float]                                          // [B, Cout, H, W]
                 if let cfgScales {
-                    let scales = try cfgScales.split(separator: ",").map { part -> Float in
-                        guard let v = Float(part) else { throw PPError(.usage, entry: "--cfg-scales", "'\(cfgScales)' is not a list of numbers") }
-                        return v
-                    }
+                    let scales = try CLI.numbers(cfgScales, flag: "--cfg-scales", as: Float.self)
                     guard scales.count == 1 || scales.count == config.levels else {
                         throw PPError(.usage, entry: "--cfg-scales", "give one scale or one per level (\(config.levels))")
                     }
