@@ -29,7 +29,7 @@ public struct AdamW {
     public var firstMoment: [Float]
     public var secondMoment: [Float]
     /// Number of `update` calls.
-    public private(set) var step = 0
+    public internal(set) var step = 0
     /// Updates each tensor has received, by the start of its flat range. As in torch, a tensor that starts
     /// training later (a later phase) starts its own bias correction at 1.
     public var tensorSteps: [Int: Int] = [:]
