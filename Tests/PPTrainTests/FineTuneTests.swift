@@ -4,6 +4,8 @@ import PPJSON
 import PPModel
 import PPTensor
 import PPTrain
+import PPConvert
+import PPCheckpoint
 
 #if canImport(Glibc)
 import Glibc
@@ -293,6 +295,20 @@ final class FineTuneCommandTests: XCTestCase {
         for file in ["model.safetensors", "state/train-state.safetensors"] {
             let a = try FineTuneSupport.bytes("\(folder)/whole/final/\(file)"), b = try FineTuneSupport.bytes("\(folder)/killed/final/\(file)")
             XCTAssertTrue(a == b, "\(file) differs between the uninterrupted and the resumed run")
+        }
+        // The run moves to the official trainer: raw weights as model, EMA as ema, AdamW state as opt.
+        let exported = "\(folder)/run.pt"
+        let convert = Process()
+        convert.executableURL = URL(fileURLWithPath: "\(FineTuneSupport.binaries)/ppconvert")
+        convert.arguments = ["convert", "\(folder)/killed", exported, "--format", "torch-train"]
+        try convert.run(); convert.waitUntilExit()
+        XCTAssertEqual(convert.terminationStatus, 0)
+        let state = try TensorFiles.read(path: "\(folder)/killed/final/state/train-state.safetensors")
+        let finalModel = try ModelLoader.load("\(folder)/killed/final")
+        let model = try CheckpointLoader.load(exported, weights: .model).tensors, ema = try CheckpointLoader.load(exported, weights: .ema).tensors
+        for name in finalModel.parameters.layout.names {
+            XCTAssertEqual(try XCTUnwrap(model[name]).floats(), try XCTUnwrap(state["param." + name]).floats(), name)
+            XCTAssertEqual(try XCTUnwrap(ema[name]).floats(), try XCTUnwrap(finalModel.parameters.tensors()[name]).floats(), name)
         }
         // Resuming under another recipe is refused.
         var other = r
