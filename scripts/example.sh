@@ -27,6 +27,7 @@ echo "== 2. convert it to a 2-level PPFlow model (verified against the source)"
 
 if [ -x "$bin/ppfinetune" ] && "$bin/ppfinetune" --help 2>/dev/null | grep -q recipe; then
   echo "== 3. fine-tune it with recipes/digits-ppf2.json (converts the SiT again, calibrated on the digits)"
+  rm -rf "$out/finetune"  # a run folder is never silently reused; this one belongs to the example
   "$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune"
 fi
 

@@ -46,7 +46,7 @@ public struct FineTunePlan {
         }
         if let s = secondsPerStep {
             let total = s * Double(recipe.steps)
-            out.append("time: \(Int((s * 1000).rounded())) ms/step, \(Int((1 / s * 100).rounded()) / 100 == 0 ? "<0.01" : String(Double(Int((1 / s * 100).rounded())) / 100)) steps/s; estimated \(Int(total.rounded())) s for \(recipe.steps) steps (plus validation and checkpoints)")
+            out.append("time: \(Int((s * 1000).rounded())) ms/step, \(Format3.fixed(1 / s)) steps/s; estimated \(Int(total.rounded())) s for \(recipe.steps) steps (plus validation and checkpoints)")
         }
         return out
     }

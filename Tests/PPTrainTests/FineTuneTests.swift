@@ -185,6 +185,29 @@ final class FineTuneRunTests: XCTestCase {
         }
     }
 
+    /// A diverging run stops at the first non-finite loss with exit 1, naming the last good checkpoint,
+    /// and leaves that checkpoint in place.
+    func testNonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
+        let folder = FineTuneSupport.scratch(self)
+        let r = try FineTuneSupport.recipe(folder: folder, steps: 50, extra: [
+            ("learning_rate", .object(JSONObject([("peak", 1e30)]))), ("max_grad_norm", .null), ("checkpoint_every", 1), ("validate_every", 50)])
+        try FineTuneSupport.save(r, "\(folder)/r.json")
+        let recipe = try Recipe.load("\(folder)/r.json")
+        try FineTuneRun.prepareFolder(recipe.output, recipe: recipe, resume: false)
+        let run = try FineTuneRun(recipe: recipe, folder: recipe.output, resume: false, log: { _ in })
+        do {
+            try run.run(onStep: { _ in }, onValidation: { _ in })
+            XCTFail("a learning rate of 1e30 should diverge")
+        } catch let error as PPError {
+            XCTAssertEqual(error.exitCode, 1)
+            let last = try XCTUnwrap(RunFolder.latestCheckpoint(recipe.output))
+            XCTAssertEqual(last.step, run.step)
+            XCTAssertTrue(error.description.contains("training stopped") && error.description.contains(last.path), error.description)
+            let state = try TensorFiles.read(path: RunFolder.statePath(last.path))
+            XCTAssertTrue(state.items.allSatisfy { $0.tensor.floats().allSatisfy(\.isFinite) }, "the kept checkpoint holds only finite numbers")
+        }
+    }
+
     /// A short run on the digits example (converted with the repeat rule) lowers the validation loss of
     /// every level.
     func testShortDigitsRunLowersValidationLossAtEveryLevel() throws {
