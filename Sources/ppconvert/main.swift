@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import PPCheckpoint
 import PPCLI
+import PPKernels
 import PPConvert
 import PPJSON
 import PPModel
@@ -271,4 +272,5 @@ extension PPConvertCommand {
 
 
 
+BLASCore.useCPUKernels()
 PPConvertCommand.main()

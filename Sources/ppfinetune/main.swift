@@ -18,7 +18,7 @@ struct PPFinetuneCommand: ParsableCommand {
             Recipes are documented field by field in docs/RECIPES.md. Exit codes: 0 ok, 1 training stopped
             (non-finite loss), 64 usage, 65 bad input, 66 missing input, 74 I/O error.
             """,
-        subcommands: [Train.self, Validate.self, Step.self],
+        subcommands: [Train.self, Validate.self, Step.self, BenchStep.self],
         defaultSubcommand: Train.self)
 }
 
@@ -157,4 +157,24 @@ extension PPFinetuneCommand {
     }
 }
 
+extension PPFinetuneCommand {
+    struct BenchStep: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench-step",
+            abstract: "Benchmark: one training step (forward, backward, AdamW) of PPFlow-B-2 on 32x32 latents, batch 8 (4 coarse + 4 full), random weights, next to the sgemm rate and with peak memory.")
+
+        @Option(help: "Threads.") var threads = 2
+        @Option(help: "Timed steps (after one warm-up step).") var steps = 2
+        @Option(help: "Side of the square sgemm.") var sgemmSize = 2048
+
+        func run() throws {
+            CLI.run("ppfinetune bench-step") {
+                print(try TrainBenchmark.run(threads: threads, steps: steps, sgemmSize: sgemmSize))
+                return 0
+            }
+        }
+    }
+}
+
+BLASCore.useCPUKernels()
 PPFinetuneCommand.main()

@@ -296,4 +296,5 @@ extension PPSampleCommand {
     }
 }
 
+BLASCore.useCPUKernels()
 PPSampleCommand.main()
