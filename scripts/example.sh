@@ -22,22 +22,22 @@ mkdir -p "$out"
 echo "== 1. inspect the bundled SiT"
 "$bin/ppconvert" inspect examples/digits/digits-sit.zip | head -20
 
-echo "== 2. convert it to a 2-level PPFlow model (verified against the source)"
-"$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2" --json "$out/convert-report.json"
+echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the calibrated initializer"
+"$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2" \
+  --data examples/digits/digits.safetensors --json "$out/convert-report.json"
+"$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2-calibrated" \
+  --init calibrated --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json"
 
-if [ -x "$bin/ppfinetune" ] && "$bin/ppfinetune" --help 2>/dev/null | grep -q recipe; then
-  echo "== 3. fine-tune it with recipes/digits-ppf2.json (converts the SiT again, calibrated on the digits)"
-  rm -rf "$out/finetune"  # a run folder is never silently reused; this one belongs to the example
-  "$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune"
-fi
+echo "== 3. fine-tune with recipes/digits-ppf2.json (calibrated conversion, 300 steps)"
+rm -rf "$out/finetune"  # a run folder is never silently reused; this one belongs to the example
+"$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune"
 
-if [ -x "$bin/ppsample" ] && "$bin/ppsample" --help 2>/dev/null | grep -q png; then
-  echo "== 4. sample digits from the source SiT and from the PPFlow model"
-  "$bin/ppsample" examples/digits/digits-sit.zip --per-class 4 --steps 50 --png "$out/sit-samples.png" --out "$out/sit-samples.safetensors"
-  model="$out/digits-sit-ppf2"; [ -d "$out/finetune/final" ] && model="$out/finetune/final"
-  "$bin/ppsample" "$model" --per-class 4 --steps 50 --png "$out/ppflow-samples.png" --out "$out/ppflow-samples.safetensors"
-fi
+echo "== 4. sample digits from the source SiT and from the fine-tuned PPFlow model (same noise, no guidance)"
+"$bin/ppsample" examples/digits/digits-sit.zip --per-class 8 --steps 50 --png "$out/sit-samples.png" --out "$out/sit-samples.safetensors"
+"$bin/ppsample" "$out/finetune/final" --per-class 8 --steps 50 --cfg-scales 1 --png "$out/ppflow-samples.png" --out "$out/ppflow-samples.safetensors" --json > "$out/ppflow-sampling.json"
 
 echo
-echo "done. Outputs in $out/:"
-ls -1 "$out"
+echo "done:"
+echo "  converted models:    $out/digits-sit-ppf2/ and $out/digits-sit-ppf2-calibrated/ (reports: $out/convert-*.json)"
+echo "  fine-tuned model:    $out/finetune/final/ (metrics: $out/finetune/metrics.jsonl, loss curves: $out/finetune/loss-level-*.svg)"
+echo "  samples:             $out/sit-samples.png (source SiT) next to $out/ppflow-samples.png (fine-tuned PPFlow-2)"

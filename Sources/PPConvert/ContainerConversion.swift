@@ -19,7 +19,10 @@ public enum ContainerConversion {
 
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
                            sourceSHA256: (() throws -> String?)? = nil, heads: Int? = nil) throws -> Summary {
-        let tensors = dtype.apply(to: try ModelLoader.completeTensors(source, config: try modelConfig(of: source, heads: heads)))
+        // Container-only formats need no configuration unless keys must be computed (diffusers' pos_embed).
+        let complete = source.computedKeys.isEmpty ? source.tensors
+            : try ModelLoader.completeTensors(source, config: try modelConfig(of: source, heads: heads))
+        let tensors = dtype.apply(to: complete)
         switch format {
         case .safetensors:
             try CheckpointWriter.writeSafetensors(tensors, to: output)
