@@ -6,7 +6,8 @@
 #
 # Environment: PPCONVERT (the binary; default: build it), OUT_DIR (default: a temporary folder),
 # EXPECTED_DIR (default: converters/expected; a file <source stem>-ppf<L>.sha256 there pins the
-# expected sha256 of model.safetensors; a missing file is created, which you then commit).
+# expected sha256 of model.safetensors; a missing file is created, which you then commit; under CI=true
+# a missing file is an error).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source_path="$1"; shift
@@ -38,6 +39,9 @@ for L in "${levels[@]}"; do
     else
       echo "pinned hash matches: $hash"
     fi
+  elif [ -n "${CI:-}" ]; then
+    echo "MISSING PIN: $pinned does not exist; run this script locally once and commit the file it writes" >&2
+    status=1
   else
     mkdir -p "$expected_dir"; echo "$hash" > "$pinned"
     echo "no pinned hash for $name; wrote $pinned (commit it)"

@@ -68,8 +68,8 @@ public enum ForwardBenchmark {
     }
 
     /// 2·m·n·k for every matrix product of one forward at `level` (elementwise work not counted).
-    public static func forwardFLOPs(config: ModelConfig, batch: Int, level: Int) -> Double {
-        let grid = config.grid(level: level, latentSize: config.inputSize)
+    public static func forwardFLOPs(config: ModelConfig, batch: Int, level: Int, latentSide: Int? = nil) -> Double {
+        let grid = config.grid(level: level, latentSize: latentSide ?? config.inputSize)
         let tokens = Double(grid.rows * grid.cols), b = Double(batch), rows = b * tokens
         let d = Double(config.hiddenSize), hidden = Double(config.mlpHiddenSize)
         let factor = Double(config.levelLayouts[level].channelFactor)

@@ -117,20 +117,7 @@ public enum SampleBenchmark {
     /// two MLP linears and the adaLN linear, then the final adaLN and output linear. Element-wise work,
     /// softmax and the norms are left out.
     public static func forwardFLOPs(config: ModelConfig, level: Int, latentSide: Int) -> Double {
-        let grid = config.grid(level: level, latentSize: latentSide)
-        let tokens = Double(grid.rows * grid.cols)
-        let d = Double(config.hiddenSize), hidden = Double(config.mlpHiddenSize)
-        let factor = Double(config.levelLayouts[level].channelFactor)
-        let patchIn = Double(config.inChannels * config.patchSize * config.patchSize) * factor
-        let patchOut = Double(config.outChannels * config.patchSize * config.patchSize) * factor
-        let embed = 2 * tokens * patchIn * d + 2 * 256 * d + 2 * d * d
-        let block = 2 * tokens * d * 3 * d      // qkv
-            + 2 * tokens * tokens * d * 2       // Q·Kᵀ and attention·V over all heads
-            + 2 * tokens * d * d                // output projection
-            + 2 * tokens * d * hidden * 2       // fc1, fc2
-            + 2 * d * 6 * d                     // adaLN (once per sample)
-        let head = 2 * d * 2 * d + 2 * tokens * d * patchOut
-        return embed + Double(config.depth) * block + head
+        ForwardBenchmark.forwardFLOPs(config: config, batch: 1, level: level, latentSide: latentSide)
     }
 
     /// FLOPs per evaluation averaged over an Euler run of `steps` steps on linspace(0, 1, steps + 1): each
