@@ -41,14 +41,14 @@ public enum OutputDType: String, CaseIterable, Sendable {
 
 public enum CheckpointWriter {
     /// Writes a bare state dict as torch.save does (`OrderedDict` root), atomically.
-    public static func writeTorchStateDict(_ tensors: TensorDict, to path: String) throws {
-        let entries = tensors.items.map { ($0.name, TorchWriteValue.tensor($0.tensor)) }
-        try TorchWriter.write(.orderedDict(entries), to: path, archiveName: archiveName(for: path))
+    public static func writeTorchStateDict(_ tensors: TensorDict, to path: String, progress: ((Int, Int) -> Void)? = nil) throws {
+        try TorchWriter.write(.stateDict(tensors), to: path, archiveName: archiveName(for: path), progress: progress)
     }
 
     /// Writes one safetensors file with diffusers/transformers' `{"format": "pt"}` metadata plus `extra`.
-    public static func writeSafetensors(_ tensors: TensorDict, extraMetadata: [(String, String)] = [], to path: String) throws {
-        try SafetensorsWriter.write(tensors, metadata: [("format", "pt")] + extraMetadata, to: path)
+    public static func writeSafetensors(_ tensors: TensorDict, extraMetadata: [(String, String)] = [], to path: String,
+                                        progress: ((Int, Int) -> Void)? = nil) throws {
+        try SafetensorsWriter.write(tensors, metadata: [("format", "pt")] + extraMetadata, to: path, progress: progress)
     }
 
     /// torch.save names the archive's root folder after the file (without extension).

@@ -22,17 +22,19 @@ public enum NativeCheckpoint {
     /// fill in what was computed meanwhile (the source's sha256).
     @discardableResult
     public static func write(tensors: TensorDict, config: JSONObject, to folder: String,
-                             completeConfig: ((inout JSONObject) throws -> Void)? = nil) throws -> String {
+                             completeConfig: ((inout JSONObject) throws -> Void)? = nil,
+                             progress: ((Int, Int) -> Void)? = nil) throws -> String {
         var hash = ""
         try FileOutput.writeFolder(folder) { temporary in
-            hash = try writeContents(tensors: tensors, config: config, into: temporary, completeConfig: completeConfig)
+            hash = try writeContents(tensors: tensors, config: config, into: temporary, completeConfig: completeConfig, progress: progress)
         }
         return hash
     }
 
     /// Writes the two files into an existing (temporary) folder.
     public static func writeContents(tensors: TensorDict, config: JSONObject, into folder: String,
-                                     completeConfig: ((inout JSONObject) throws -> Void)? = nil) throws -> String {
+                                     completeConfig: ((inout JSONObject) throws -> Void)? = nil,
+                                     progress: ((Int, Int) -> Void)? = nil) throws -> String {
         var withFormat = config
         withFormat["format"] = .string(formatName)
         withFormat["format_version"] = .int(formatVersion)
@@ -41,7 +43,7 @@ public enum NativeCheckpoint {
         described["provenance"] = nil
         let metadata = [(metadataKey, JSON.serialize(.object(described), pretty: false, sortKeys: true))]
         let weightsPath = "\(folder)/\(weightsFileName)"
-        let hash = try SafetensorsWriter.write(tensors, metadata: metadata, to: weightsPath)
+        let hash = try SafetensorsWriter.write(tensors, metadata: metadata, to: weightsPath, progress: progress)
         try completeConfig?(&withFormat)
         var full = withFormat
         full["model_sha256"] = .string(hash)

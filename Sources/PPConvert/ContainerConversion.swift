@@ -18,17 +18,18 @@ public enum ContainerConversion {
     }
 
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
-                           sourceSHA256: (() throws -> String?)? = nil, heads: Int? = nil) throws -> Summary {
+                           sourceSHA256: (() throws -> String?)? = nil, heads: Int? = nil,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
         // Container-only formats need no configuration unless keys must be computed (diffusers' pos_embed).
         let complete = source.computedKeys.isEmpty ? source.tensors
             : try ModelLoader.completeTensors(source, config: try modelConfig(of: source, heads: heads))
         let tensors = dtype.apply(to: complete)
         switch format {
         case .safetensors:
-            try CheckpointWriter.writeSafetensors(tensors, to: output)
+            try CheckpointWriter.writeSafetensors(tensors, to: output, progress: progress)
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
         case .torch:
-            try CheckpointWriter.writeTorchStateDict(tensors, to: output)
+            try CheckpointWriter.writeTorchStateDict(tensors, to: output, progress: progress)
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
         case .torchTrain:
             let config = try modelConfig(of: source, heads: heads)
@@ -56,13 +57,13 @@ public enum ContainerConversion {
             }
             // The source's hash runs on the second core while the weights are written.
             let sourceHash = BackgroundValue { try sourceSHA256?() }
-            let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output) { config in
+            let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output, completeConfig: { config in
                 guard let value = try sourceHash.value() ?? nil, var provenance = config["provenance"]?.objectValue,
                       var source = provenance["source"]?.objectValue, source["sha256"] != nil else { return }
                 source["sha256"] = .string(value)
                 provenance["source"] = .object(source)
                 config["provenance"] = .object(provenance)
-            }
+            }, progress: progress)
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: hash)
         }
     }

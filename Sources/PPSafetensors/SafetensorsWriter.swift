@@ -69,7 +69,8 @@ public enum SafetensorsWriter {
     /// Returns the sha256 of the file, computed on a second core while the bytes are written, and
     /// drops each written range of a mapped source so resident memory stays flat.
     @discardableResult
-    public static func write(_ tensors: TensorDict, metadata: [(String, String)], to path: String) throws -> String {
+    public static func write(_ tensors: TensorDict, metadata: [(String, String)], to path: String,
+                             progress: ((Int, Int) -> Void)? = nil) throws -> String {
         let plan = try layout(tensors, metadata: metadata, origin: path)
         let file = try FileOutput.PendingFile(path: path)
         var hasher = SHA256()
@@ -91,6 +92,7 @@ public enum SafetensorsWriter {
                 }
             }
             if let range = entry.tensor.contiguousByteRange { entry.tensor.storage.dropPages(range) }
+            progress?(entry.end, plan.entries.last?.end ?? 0)
         }
         try file.commit()
         return hasher.finishHex()

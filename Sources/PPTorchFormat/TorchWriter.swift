@@ -48,7 +48,9 @@ public enum TorchWriter {
     }
 
     /// `archiveName` is the top folder (torch uses the file's base name without extension).
-    public static func write(_ root: TorchWriteValue, to path: String, archiveName: String) throws {
+    /// `progress(bytesWritten, totalTensorBytes)` follows the tensor records.
+    public static func write(_ root: TorchWriteValue, to path: String, archiveName: String,
+                             progress: ((Int, Int) -> Void)? = nil) throws {
         guard !archiveName.isEmpty, !archiveName.contains("/") else {
             throw PPError(.usage, file: path, "archive name '\(archiveName)' must be a non-empty name without '/'")
         }
@@ -59,9 +61,15 @@ public enum TorchWriter {
         try zip.addRecord(name: "\(archiveName)/.format_version", bytes: Array("1".utf8))
         try zip.addRecord(name: "\(archiveName)/.storage_alignment", bytes: Array("64".utf8))
         try zip.addRecord(name: "\(archiveName)/byteorder", bytes: Array("little".utf8))
+        let total = pickler.storages.reduce(0) { $0 + $1.byteCount }
+        var written = 0
         for (key, tensor) in pickler.storages.enumerated() {
             let name = "\(archiveName)/data/\(key)"
             try zip.addRecord(name: name, size: tensor.byteCount) { sink in try streamRowMajor(tensor, into: sink) }
+            // Written pages of a mapped source need not stay resident (flat memory on multi-GB files).
+            if let range = tensor.contiguousByteRange { tensor.storage.dropPages(range) }
+            written += tensor.byteCount
+            progress?(written, total)
         }
         try zip.addRecord(name: "\(archiveName)/version", bytes: Array("3\n".utf8))
         try zip.addRecord(name: "\(archiveName)/.data/serialization_id", bytes: Array(serializationID(zip.records).utf8))

@@ -95,8 +95,10 @@ extension PPConvertCommand {
                     return 0
                 }
                 let loaded = try source.load(input)
+                let bar = Progress("writing MiB", total: 0)
                 let summary = try ContainerConversion.run(loaded, to: output, format: format, dtype: dtype,
-                                                          sourceSHA256: { try CheckpointLoader.fileSHA256(input) }, heads: heads)
+                                                          sourceSHA256: { try CheckpointLoader.fileSHA256(input) }, heads: heads,
+                                                          progress: { done, total in bar.update(done >> 20, of: total >> 20, label: "writing MiB") })
                 print("wrote \(output) (\(format.rawValue)): \(summary.tensorCount) tensors, \(Format.bytes(summary.bytes))")
                 return 0
             }
