@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "PPCheckpoint", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
         .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
-        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel"]),
+        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel"]),
         .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
         .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "PPModelTests", dependencies: ["PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPConvertTests", dependencies: ["PPConvert", "PPCheckpoint", "PPModel", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPSampleTests", dependencies: ["PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPTrainTests", dependencies: ["PPTrain", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
     // ranges), which strict Swift 6 checking cannot see.

@@ -26,7 +26,8 @@ echo "== 2. convert it to a 2-level PPFlow model (verified against the source)"
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2" --json "$out/convert-report.json"
 
 if [ -x "$bin/ppfinetune" ] && "$bin/ppfinetune" --help 2>/dev/null | grep -q recipe; then
-  echo "== 3. fine-tune it with recipes/digits-ppf2.json"
+  echo "== 3. fine-tune it with recipes/digits-ppf2.json (converts the SiT again, calibrated on the digits)"
+  rm -rf "$out/finetune"  # a run folder is never silently reused; this one belongs to the example
   "$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune"
 fi
 

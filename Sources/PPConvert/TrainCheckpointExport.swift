@@ -19,6 +19,8 @@ public enum TrainCheckpointExport {
         public var expAvgSq: TensorDict      // second moments
         public var learningRate: Double
         public var weightDecay: Double
+        /// Per-tensor step counts where they differ from `step` (tensors that trained in fewer phases).
+        public var tensorSteps: [String: Int] = [:]
         public init(step: Int, expAvg: TensorDict, expAvgSq: TensorDict, learningRate: Double, weightDecay: Double) {
             self.step = step; self.expAvg = expAvg; self.expAvgSq = expAvgSq
             self.learningRate = learningRate; self.weightDecay = weightDecay
@@ -47,7 +49,7 @@ public enum TrainCheckpointExport {
             for (index, name) in names.enumerated() {
                 guard let m = optimizer.expAvg[name], let v = optimizer.expAvgSq[name] else { continue }
                 state.append((Int64(index), .dict([
-                    ("step", .tensor(TensorView(floats: [Float(optimizer.step)], shape: []))),
+                    ("step", .tensor(TensorView(floats: [Float(optimizer.tensorSteps[name] ?? optimizer.step)], shape: []))),
                     ("exp_avg", .tensor(m)),
                     ("exp_avg_sq", .tensor(v)),
                 ])))

@@ -1,3 +1,4 @@
+import PPModel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,7 +28,11 @@ public struct AdamW {
     /// [P] first and second moments in the parameter layout.
     public var firstMoment: [Float]
     public var secondMoment: [Float]
-    public private(set) var step = 0
+    /// Number of `update` calls.
+    public internal(set) var step = 0
+    /// Updates each tensor has received, by the start of its flat range. As in torch, a tensor that starts
+    /// training later (a later phase) starts its own bias correction at 1.
+    public var tensorSteps: [Int: Int] = [:]
 
     public init(options: AdamWOptions, parameterCount: Int) {
         self.options = options
@@ -35,38 +40,46 @@ public struct AdamW {
         secondMoment = [Float](repeating: 0, count: parameterCount)
     }
 
-    /// One update of `parameters` with `gradients` (clipped in place first when asked).
-    /// Returns the global gradient norm before clipping.
+    /// One update of every learnable tensor of `layout` (all but the fixed position tables).
     @discardableResult
-    public mutating func update(parameters: inout [Float], gradients: inout [Float], layout: FlatParameterLayout) -> Double {
-        let trainable = layout.entries.filter(\.trainable)
+    public mutating func update(parameters: inout [Float], gradients: inout [Float], layout: ParameterLayout) -> Double {
+        update(parameters: &parameters, gradients: &gradients, tensors: layout.ranges(of: layout.learnableNames))
+    }
+
+    /// One update of the tensors at `trainable` (flat ranges, one per tensor; the others are left exactly
+    /// as they are, like tensors with requires_grad=False), gradients clipped in place first when asked.
+    /// Returns the global gradient norm (over `trainable`) before clipping.
+    @discardableResult
+    public mutating func update(parameters: inout [Float], gradients: inout [Float], tensors trainable: [Range<Int>]) -> Double {
         // Global norm as torch: the norm of the per-tensor norms.
         var squares = 0.0
         for e in trainable {
             var tensorSquares = 0.0
-            for i in e.offset..<(e.offset + e.count) { tensorSquares += Double(gradients[i]) * Double(gradients[i]) }
+            for i in e { tensorSquares += Double(gradients[i]) * Double(gradients[i]) }
             let norm = Float(tensorSquares.squareRoot())
             squares += Double(norm) * Double(norm)
         }
         let totalNorm = squares.squareRoot()
         if let maxNorm = options.maxGradNorm {
             let coefficient = min(Float(Double(maxNorm) / (totalNorm + 1e-6)), 1)
-            for e in trainable { for i in e.offset..<(e.offset + e.count) { gradients[i] *= coefficient } }
+            for e in trainable { for i in e { gradients[i] *= coefficient } }
         }
         step += 1
         let o = options
         let decay = Float(1 - Double(o.learningRate) * Double(o.weightDecay))
-        let biasCorrection1 = 1 - pow(Double(o.beta1), Double(step))
-        let biasCorrection2 = 1 - pow(Double(o.beta2), Double(step))
-        let stepSize = Float(Double(o.learningRate) / biasCorrection1)
-        let correction2Sqrt = Float(biasCorrection2.squareRoot())
         let weight1 = Float(1 - Double(o.beta1)), weight2 = Float(1 - Double(o.beta2)), beta2 = o.beta2
         parameters.withUnsafeMutableBufferPointer { p in
             gradients.withUnsafeBufferPointer { g in
                 firstMoment.withUnsafeMutableBufferPointer { m in
                     secondMoment.withUnsafeMutableBufferPointer { v in
                         for e in trainable {
-                            for i in e.offset..<(e.offset + e.count) {
+                            let k = (tensorSteps[e.lowerBound] ?? 0) + 1
+                            tensorSteps[e.lowerBound] = k
+                            let biasCorrection1 = 1 - pow(Double(o.beta1), Double(k))
+                            let biasCorrection2 = 1 - pow(Double(o.beta2), Double(k))
+                            let stepSize = Float(Double(o.learningRate) / biasCorrection1)
+                            let correction2Sqrt = Float(biasCorrection2.squareRoot())
+                            for i in e {
                                 if o.weightDecay != 0 { p[i] *= decay }
                                 let gi = g[i]
                                 // torch lerp: weight < 0.5 ? self + w·(end - self) : end - (end - self)·(1 - w)

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Dispatch
 import PPKernels
+import PPModel
 
 /// What `TrainBenchmark.run` measured.
 public struct TrainBenchmarkReport: Sendable, CustomStringConvertible {
@@ -60,7 +61,7 @@ public enum TrainBenchmark {
             }
         }
 
-        let layout = FlatParameterLayout(shapes: config.parameterShapes)
+        let layout = ParameterLayout(config: config.model)
         var parameters = [Float](repeating: 0, count: layout.totalCount)  // [P]
         for i in 0..<parameters.count { parameters[i] = next() * 0.02 }
         let model = TrainingModel(config: config, parameters: parameters)

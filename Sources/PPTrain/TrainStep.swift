@@ -1,4 +1,5 @@
 import PPTensor
+import PPModel
 
 /// What one training step produced, in the meaning of the official fixture `ref_ppf*_train_step`.
 public struct TrainStepResult {
@@ -31,7 +32,18 @@ public enum TrainStep {
     public static func run(tensors: TensorDict, config: TrainConfig, x1: [Float], x0: [Float], t: [Float], y: [Int],
                            optimizer options: AdamWOptions, emaDecay: Float, attention: AttentionScope = .perSample,
                            origin: String = "model") throws -> TrainStepResult {
-        let model = try TrainingModel(config: config, tensors: tensors, origin: origin)
+        try run(model: TrainingModel(config: config, tensors: tensors, origin: origin), x1: x1, x0: x0, t: t, y: y,
+                optimizer: options, emaDecay: emaDecay, attention: attention)
+    }
+
+    /// The same step on a loaded model (any checkpoint ModelLoader reads).
+    public static func run(parameters: ModelParameters, x1: [Float], x0: [Float], t: [Float], y: [Int],
+                           optimizer options: AdamWOptions, emaDecay: Float, attention: AttentionScope = .perSample) throws -> TrainStepResult {
+        try run(model: TrainingModel(model: parameters), x1: x1, x0: x0, t: t, y: y, optimizer: options, emaDecay: emaDecay, attention: attention)
+    }
+
+    private static func run(model: TrainingModel, x1: [Float], x0: [Float], t: [Float], y: [Int],
+                            optimizer options: AdamWOptions, emaDecay: Float, attention: AttentionScope) throws -> TrainStepResult {
         model.attentionScope = attention
         let before = model.parameters
         let (loss, perSample) = try model.forwardBackward(TrainBatch(x1: x1, x0: x0, t: t, y: y))
@@ -40,7 +52,7 @@ public enum TrainStep {
         var ema = ExponentialMovingAverage(initial: before, decay: emaDecay)
         ema.update(with: model.parameters)
         return TrainStepResult(loss: loss, perSampleLoss: perSample,
-                               gradients: model.layout.tensors(model.gradients, prefix: "grad.", trainableOnly: true),
+                               gradients: model.layout.tensors(model.gradients, prefix: "grad.", learnableOnly: true),
                                after: model.layout.tensors(model.parameters, prefix: "after."),
                                ema: model.layout.tensors(ema.values, prefix: "ema."),
                                gradientNorm: norm)

@@ -186,7 +186,7 @@ final class ActivationPlan {
 /// into a flat gradient buffer, and the flow-matching loss of the official PPFlow trainer.
 public final class TrainingModel {
     public let config: TrainConfig
-    public let layout: FlatParameterLayout
+    public let layout: ParameterLayout
     /// [P] parameters in `layout` order.
     public var parameters: [Float]
     /// [P] gradients of the last `forwardBackward` (frozen tensors stay zero).
@@ -199,15 +199,17 @@ public final class TrainingModel {
 
     public init(config: TrainConfig, parameters: [Float]) {
         self.config = config
-        layout = FlatParameterLayout(shapes: config.parameterShapes)
+        layout = ParameterLayout(config: config.model)
         precondition(parameters.count == layout.totalCount, "parameter buffer does not match the layout")
         self.parameters = parameters
         gradients = [Float](repeating: 0, count: layout.totalCount)
     }
 
+    /// Checks the exact key set and every shape (ModelParameters) and copies the tensors in.
     public convenience init(config: TrainConfig, tensors: TensorDict, origin: String = "model") throws {
-        let layout = FlatParameterLayout(shapes: config.parameterShapes)
-        try self.init(config: config, parameters: layout.flatten(tensors, origin: origin))
+        let values: [Float]
+        do { values = try ModelParameters(config: config.model, tensors: tensors).values } catch let error as PPError { throw error.inFile(origin) }
+        self.init(config: config, parameters: values)
     }
 
     /// Trains the values of PPModel parameters (same flat layout); heads and sizes come from their config.
@@ -302,7 +304,7 @@ public final class TrainingModel {
 
     private func linearForward(_ input: UnsafePointer<Float>, _ P: UnsafeMutablePointer<Float>, _ key: String,
                                _ output: UnsafeMutablePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int) {
-        Kernels.linear(input: input, weight: P + layout.offset(key + ".weight"), bias: P + layout.offset(key + ".bias"),
+        Kernels.linear(input: input, weight: P + layout.start(key + ".weight"), bias: P + layout.start(key + ".bias"),
                        output: output, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
         matmulFlops += 2 * Double(rows) * Double(inFeatures) * Double(outFeatures)
     }
@@ -310,7 +312,7 @@ public final class TrainingModel {
     private func linearBackward(_ input: UnsafePointer<Float>, _ P: UnsafeMutablePointer<Float>, _ G: UnsafeMutablePointer<Float>,
                                 _ key: String, dOutput: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
                                 rows: Int, inFeatures: Int, outFeatures: Int) {
-        let w = layout.offset(key + ".weight"), b = layout.offset(key + ".bias")
+        let w = layout.start(key + ".weight"), b = layout.start(key + ".bias")
         Backward.linear(input: input, weight: P + w, dOutput: dOutput, dInput: dInput, dWeight: G + w, dBias: G + b,
                         rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
         matmulFlops += (dInput == nil ? 2 : 4) * Double(rows) * Double(inFeatures) * Double(outFeatures)
@@ -325,8 +327,8 @@ public final class TrainingModel {
         Kernels.silu(plan.at(plan.timeHidden), plan.at(plan.timeHiddenAct), count: B * D)
         let c = plan.at(plan.condition)
         linearForward(plan.at(plan.timeHiddenAct), P, "t_embedder.mlp.2", c, rows: B, inFeatures: D, outFeatures: D)
-        let labels = P + layout.offset("y_embedder.embedding_table.weight")
-        let levelTable = config.levels > 1 ? P + layout.offset("level_embedder.embedding_table.weight") : nil
+        let labels = P + layout.start("y_embedder.embedding_table.weight")
+        let levelTable = config.levels > 1 ? P + layout.start("level_embedder.embedding_table.weight") : nil
         for b in 0..<B {
             let row = c + b * D, label = labels + y[b] * D
             for d in 0..<D { row[d] += label[d] }
@@ -349,7 +351,7 @@ public final class TrainingModel {
                          height: g.height, width: g.width, patch: p)
         var x = group.blocks.first.map { plan.at($0.input) } ?? plan.at(group.output)
         linearForward(plan.at(group.patches), P, g.embedKey, x, rows: rows, inFeatures: g.channels * p * p, outFeatures: D)
-        let position = P + layout.offset(g.positionKey)  // [T, D]
+        let position = P + layout.start(g.positionKey)  // [T, D]
         for i in 0..<n { let row = x + i * T * D; for e in 0..<(T * D) { row[e] += position[e] } }
 
         for (l, s) in group.blocks.enumerated() {
@@ -514,9 +516,9 @@ public final class TrainingModel {
                        dInput: dSc, rows: B, inFeatures: D, outFeatures: 2 * D)
         dC.update(repeating: 0, count: B * D)
         Backward.silu(input: plan.at(plan.condition), dOutput: dSc, dInput: dC, count: B * D)
-        Backward.embedding(indices: y, dOutput: dC, dTable: G + layout.offset("y_embedder.embedding_table.weight"), dim: D)
+        Backward.embedding(indices: y, dOutput: dC, dTable: G + layout.start("y_embedder.embedding_table.weight"), dim: D)
         if config.levels > 1 {
-            Backward.embedding(indices: level, dOutput: dC, dTable: G + layout.offset("level_embedder.embedding_table.weight"), dim: D)
+            Backward.embedding(indices: level, dOutput: dC, dTable: G + layout.start("level_embedder.embedding_table.weight"), dim: D)
         }
         let dThs = plan.at(plan.dTimeHiddenAct), dTh = plan.at(plan.dTimeHidden)
         dThs.update(repeating: 0, count: B * D)

@@ -85,6 +85,14 @@ extension PPConvertCommand {
 
         func run() throws {
             CLI.run("ppconvert convert") {
+                if TrainingRunExport.isRunFolder(input) {
+                    guard format == .torchTrain else {
+                        throw PPError(.usage, file: input, "a ppfinetune run folder: convert its checkpoint folder (\(input)/final or checkpoints/step-*) or use --format torch-train")
+                    }
+                    let exported = try TrainingRunExport.write(run: input, to: output)
+                    print("wrote \(output) (torch-train) from \(exported.checkpoint), step \(exported.step): model = raw weights, ema, AdamW state")
+                    return 0
+                }
                 let loaded = try source.load(input)
                 let summary = try ContainerConversion.run(loaded, to: output, format: format, dtype: dtype,
                                                           sourceSHA256: { try CheckpointLoader.fileSHA256(input) }, heads: heads)

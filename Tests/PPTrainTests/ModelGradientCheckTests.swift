@@ -1,5 +1,6 @@
 import XCTest
 import PPTrain
+import PPModel
 
 /// Finite differences through the whole training model (one transformer block, both pyramid levels,
 /// conditioning, patch embedding and output layers) on a tiny odd configuration.
@@ -9,7 +10,7 @@ import PPTrain
 final class ModelGradientCheckTests: XCTestCase {
     func testWholeModelGradientMatchesFiniteDifferences() throws {
         let config = TrainConfig(hidden: 12, depth: 1, heads: 3, patch: 2, channels: 2, side: 8, classes: 3, levels: 3, mlpHidden: 20)
-        let layout = FlatParameterLayout(shapes: config.parameterShapes)
+        let layout = ParameterLayout(config: config.model)
         var random = SeededValues(seed: 11)
         let parameters = random.floats(layout.totalCount, scale: 0.4)
         let B = 8, sample = config.channels * config.side * config.side
@@ -20,13 +21,14 @@ final class ModelGradientCheckTests: XCTestCase {
             model.attentionScope = scope
             _ = try model.forwardBackward(batch)
             let analytic = model.gradients
-            XCTAssertTrue(layout.entries.filter { !$0.trainable }.allSatisfy { e in analytic[e.offset..<(e.offset + e.count)].allSatisfy { $0 == 0 } },
-                          "frozen tensors get no gradient")
+            XCTAssertTrue(layout.names.filter(ParameterLayout.isFixed).allSatisfy { name in analytic[layout.range(of: name)!].allSatisfy { $0 == 0 } },
+                          "fixed tensors get no gradient")
             let step: Float = 1e-2
-            for e in layout.entries where e.trainable {
+            for name in layout.learnableNames {
+                let e = layout.range(of: name)!
                 var checkedAnalytic: [Float] = [], checkedNumeric: [Float] = []
                 for k in 0..<min(4, e.count) {
-                    let i = e.offset + (k * 7919) % e.count
+                    let i = e.lowerBound + (k * 7919) % e.count
                     model.parameters = parameters; model.parameters[i] += step
                     let plus = try model.forwardBackward(batch).loss
                     model.parameters = parameters; model.parameters[i] -= step
@@ -35,7 +37,7 @@ final class ModelGradientCheckTests: XCTestCase {
                     checkedNumeric.append(Float((Double(plus) - Double(minus)) / h))
                     checkedAnalytic.append(analytic[i])
                 }
-                assertClose(checkedAnalytic, checkedNumeric, tolerance: 1e-2, "\(scope) \(e.name)")
+                assertClose(checkedAnalytic, checkedNumeric, tolerance: 1e-2, "\(scope) \(name)")
             }
         }
     }

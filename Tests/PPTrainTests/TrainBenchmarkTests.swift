@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 import PPTrain
+import PPModel
 
 final class TrainBenchmarkTests: XCTestCase {
     /// The FLOP count of a step, by hand for a tiny 2-level model: every product 2·m·n·k, forward once,
@@ -9,7 +10,7 @@ final class TrainBenchmarkTests: XCTestCase {
     func testStepFlopCountByHand() throws {
         let D = 8.0, F = 32.0, depth = 2.0, B = 4.0, C = 2.0, p = 2.0
         let config = TrainConfig(hidden: 8, depth: 2, heads: 2, patch: 2, channels: 2, side: 8, classes: 3, levels: 2)
-        let layout = FlatParameterLayout(shapes: config.parameterShapes)
+        let layout = ParameterLayout(config: config.model)
         let model = TrainingModel(config: config, parameters: [Float](repeating: 0.01, count: layout.totalCount))
         let sample = 2 * 8 * 8
         _ = try model.forwardBackward(TrainBatch(x1: [Float](repeating: 0.5, count: 4 * sample), x0: [Float](repeating: -0.5, count: 4 * sample),

@@ -86,40 +86,48 @@ final class TrainStepFixtureTests: XCTestCase {
             let weights = try TensorFiles.read(path: Fixtures.path("ppf\(levels).pt"))
             let reference = try TensorFiles.read(path: Fixtures.path("ref_ppf\(levels)_train_step.safetensors"))
             let config = try TrainConfig.infer(from: weights, heads: 4)
-            let layout = FlatParameterLayout(shapes: config.parameterShapes)
-            var parameters = try layout.flatten(weights)
+            let layout = ParameterLayout(config: config.model)
+            var parameters = try ModelParameters(config: config.model, tensors: weights).values
             let before = parameters
             var gradients = [Float](repeating: 0, count: layout.totalCount)
-            for e in layout.entries where e.trainable {
-                let g = try XCTUnwrap(reference["grad." + e.name], e.name).floats()
-                gradients.replaceSubrange(e.offset..<(e.offset + e.count), with: g)
+            for name in layout.learnableNames {
+                let g = try XCTUnwrap(reference["grad." + name], name).floats()
+                gradients.replaceSubrange(layout.range(of: name)!, with: g)
             }
             var optimizer = AdamW(options: AdamWOptions(learningRate: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0),
                                   parameterCount: layout.totalCount)
             optimizer.update(parameters: &parameters, gradients: &gradients, layout: layout)
             var ema = ExponentialMovingAverage(initial: before, decay: 0.99)
             ema.update(with: parameters)
-            for e in layout.entries {
-                assertClose(Array(parameters[e.offset..<(e.offset + e.count)]), try XCTUnwrap(reference["after." + e.name]).floats(),
-                            tolerance: 1e-5, "ppf\(levels) after.\(e.name)")
-                assertClose(Array(ema.values[e.offset..<(e.offset + e.count)]), try XCTUnwrap(reference["ema." + e.name]).floats(),
-                            tolerance: 1e-5, "ppf\(levels) ema.\(e.name)")
+            for name in layout.names {
+                let r = layout.range(of: name)!
+                assertClose(Array(parameters[r]), try XCTUnwrap(reference["after." + name]).floats(),
+                            tolerance: 1e-5, "ppf\(levels) after.\(name)")
+                assertClose(Array(ema.values[r]), try XCTUnwrap(reference["ema." + name]).floats(),
+                            tolerance: 1e-5, "ppf\(levels) ema.\(name)")
             }
         }
     }
 }
 
-/// The training layout is PPModel's layout: a flat buffer means the same thing to both.
-final class LayoutAgreementTests: XCTestCase {
-    func testTrainingLayoutMatchesModelLayout() throws {
-        for file in ["ppf2.pt", "ppf3.pt", "sit.pt"] {
-            let weights = try TensorFiles.read(path: Fixtures.path(file))
-            let model = try ModelParameters(config: ModelConfig.infer(from: weights, numHeads: 4, inputSize: nil), tensors: weights)
-            let training = TrainingModel(model: model)
-            XCTAssertEqual(training.config, try TrainConfig.infer(from: weights, heads: 4), file)
-            XCTAssertEqual(training.layout.entries.map(\.name), model.layout.names, file)
-            XCTAssertEqual(training.layout.entries.map(\.offset), model.layout.offsets, file)
-            XCTAssertEqual(training.parameters, model.values, file)
+/// Levels follow the model's own thresholds (ModelConfig.thresholds), not the official defaults.
+final class LevelThresholdTests: XCTestCase {
+    func testLevelsFollowTheConfiguredThresholds() throws {
+        let official = TrainConfig(hidden: 8, depth: 1, heads: 2, patch: 2, channels: 1, side: 8, classes: 2, levels: 3)
+        XCTAssertEqual([0.3, 0.5, 0.6, 0.75, 0.8].map { official.level(forTime: $0) }, [0, 0, 1, 1, 2])
+        let custom = TrainConfig(hidden: 8, depth: 1, heads: 2, patch: 2, channels: 1, side: 8, classes: 2, levels: 3, thresholds: [0.3, 0.6])
+        XCTAssertEqual([0.3, 0.5, 0.6, 0.75, 0.8].map { custom.level(forTime: $0) }, [0, 1, 1, 2, 2])
+        // A native folder's thresholds reach the trainer through the loaded ModelConfig.
+        var model = official.model
+        model.thresholds = [0.4]; model.levels = 2
+        XCTAssertEqual(TrainConfig(model: model).level(forTime: 0.45), 1)
+    }
+
+    /// TrainConfig(hidden:...) round-trips an odd MLP width through ModelConfig's ratio.
+    func testOddMLPWidthSurvivesTheRatio() {
+        for (hidden, mlp) in [(12, 20), (96, 384), (7, 13), (1152, 4608)] {
+            let config = TrainConfig(hidden: hidden, depth: 1, heads: 1, patch: 2, channels: 1, side: 4, classes: 1, levels: 2, mlpHidden: mlp)
+            XCTAssertEqual(config.mlpHidden, mlp)
         }
     }
 }
