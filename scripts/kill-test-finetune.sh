@@ -83,7 +83,8 @@ while [ $killed -lt "$points" ] && [ $i -lt $((4 * points)) ]; do
     bad=$(check "$run")
     notes+="($have ckpt)"
     if [ -n "$bad" ]; then partial=$((partial + 1)); notes+=" PARTIAL:$bad"; fi
-    leftovers=$((leftovers + $(find "$run" "$run/checkpoints" -mindepth 1 -maxdepth 1 -name '.*' 2>/dev/null | wc -l)))
+    left=$( { find "$run" "$run/checkpoints" -mindepth 1 -maxdepth 1 -name '.*' 2>/dev/null || true; } | wc -l)
+    leftovers=$((leftovers + left))
   done
   # Run to the end and compare everything with the reference.
   start "$run"; set +e; wait "$pid"; rc=$?; set -e
