@@ -306,8 +306,9 @@ extension CheckpointLoader {
     /// A sharded safetensors set inside a folder or a zipped folder.
     static func openSharded(index: String, in tree: FileTree) throws -> TensorDict {
         let folder = index.contains("/") ? FileOutput.directory(of: index) + "/" : ""
+        let files = Set(tree.files)   // one lookup per shard, not a scan of the archive's entries
         return try tree.open(index).withBytes { indexBytes in try ShardedSafetensors.open(index: indexBytes, origin: tree.displayPath(index)) { shard in
-            guard tree.contains(folder + shard) else {
+            guard files.contains(folder + shard) else {
                 throw PPError.badInput(tree.displayPath(index), entry: shard, "shard file is missing")
             }
             return try SafetensorsFile.parse(tree.open(folder + shard), origin: tree.displayPath(folder + shard))

@@ -99,6 +99,14 @@ public enum FileOutput {
                 guard (st.st_mode & S_IFMT) == S_IFDIR else {
                     throw PPError(.io, file: path, "exists and is not a folder; not replacing it")
                 }
+                // Linux: swap the two folders in one step, so the previous checkpoint stays under
+                // `path` until the new one is there; the old one then sits at the temporary name.
+                if exchange(temporary, path) {
+                    removeTree(temporary)
+                    syncDirectory(dir)
+                    return
+                }
+                // Elsewhere (or on a file system without RENAME_EXCHANGE): move aside, then rename.
                 let old = "\(dir)/.\(base).old-\(getpid())"
                 removeTree(old)
                 guard rename(path, old) == 0 else {
@@ -116,8 +124,23 @@ public enum FileOutput {
             syncDirectory(dir)
         } catch {
             removeTree(temporary)
+            // Name the output the user asked for, not the temporary folder that no longer exists.
+            if var e = error as? PPError, let file = e.file, file.hasPrefix(temporary) {
+                e.file = path + file.dropFirst(temporary.count)
+                throw e
+            }
             throw error
         }
+    }
+
+    /// Atomically exchanges two existing paths (Linux renameat2 with RENAME_EXCHANGE); false when the
+    /// system or the file system does not offer it.
+    static func exchange(_ a: String, _ b: String) -> Bool {
+        #if os(Linux)
+        return ppflow_renameat2(AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */) == 0
+        #else
+        return false
+        #endif
     }
 
     /// Removes a file or a folder tree (best effort).
@@ -160,3 +183,10 @@ public enum FileOutput {
         return String(p[p.index(after: slash)...])
     }
 }
+
+#if os(Linux)
+/// glibc's renameat2 (not exposed by the Glibc module).
+@_silgen_name("renameat2")
+private func ppflow_renameat2(_ oldDirectory: Int32, _ old: UnsafePointer<CChar>, _ newDirectory: Int32,
+                              _ new: UnsafePointer<CChar>, _ flags: UInt32) -> Int32
+#endif

@@ -11,15 +11,32 @@ public final class PickleList: @unchecked Sendable {
 
 public final class PickleDict: @unchecked Sendable {
     /// Items in insertion order; keys may be strings, ints, tuples...
-    public var items: [(key: PickleValue, value: PickleValue)]
+    public private(set) var items: [(key: PickleValue, value: PickleValue)]
     /// True for collections.OrderedDict (a plain dict otherwise).
     public let ordered: Bool
     var depth = 1
+    /// Where each str/int/bool/None key sits in `items`, so that SETITEM is not a linear search
+    /// (a hostile pickle with n keys would otherwise cost n^2/2 comparisons).
+    private var positions: [Key: Int] = [:]
     init(ordered: Bool) { self.items = []; self.ordered = ordered }
+
+    private enum Key: Hashable { case string(String), int(Int64), bool(Bool), none }
 
     /// Sets `key` (replacing an equal key, as a Python dict does for str/int keys).
     func set(_ key: PickleValue, _ value: PickleValue) {
-        if let i = items.firstIndex(where: { $0.key.isSameKey(key) }) { items[i].value = value } else { items.append((key, value)) }
+        let hashable: Key?
+        switch key {
+        case .string(let s): hashable = .string(s)
+        case .int(let i): hashable = .int(i)
+        case .bool(let b): hashable = .bool(b)
+        case .none: hashable = Key.none
+        default: hashable = nil
+        }
+        if let hashable {
+            if let i = positions[hashable] { items[i].value = value } else { positions[hashable] = items.count; items.append((key, value)) }
+        } else {
+            items.append((key, value))   // other keys (tuples, floats, ...) never compare equal here, as before
+        }
     }
 
     public subscript(key: String) -> PickleValue? {
@@ -81,16 +98,6 @@ public indirect enum PickleValue: @unchecked Sendable {
         case .dict(let d): return d[key]
         case .object(let o): return o.attributes.first { $0.name == key }?.value
         default: return nil
-        }
-    }
-
-    func isSameKey(_ other: PickleValue) -> Bool {
-        switch (self, other) {
-        case (.string(let a), .string(let b)): return a == b
-        case (.int(let a), .int(let b)): return a == b
-        case (.bool(let a), .bool(let b)): return a == b
-        case (.none, .none): return true
-        default: return false
         }
     }
 

@@ -54,12 +54,17 @@ public struct TorchCheckpoint: @unchecked Sendable {
 
     /// Every dict under the root whose values are all tensors (non-empty, string keys), by path:
     /// "" for a bare state dict, "model"/"ema" for train.py checkpoints, "opt/state/3" for optimizer
-    /// moments; nested keys joined with "/". Tensors in pickle order. Cycles and deep nesting are cut.
+    /// moments; nested keys joined with "/". Tensors in pickle order. Cycles and deep nesting are cut,
+    /// and so is the walk after `maximumVisits` values: tuples are values, not objects, so a pickle
+    /// can share one tuple twice per level (`t1 = (t0, t0)`, `t2 = (t1, t1)`, ...) and 40 levels of
+    /// that would otherwise take 2^40 steps.
     public func stateDicts() -> [(path: String, tensors: TensorDict)] {
         var found: [(path: String, tensors: TensorDict)] = []
         var seen = Set<ObjectIdentifier>()
+        var budget = TorchCheckpoint.maximumVisits
         func visit(_ value: PickleValue, _ path: String, _ depth: Int) {
-            guard depth < 64 else { return }
+            guard depth < 64, budget > 0 else { return }
+            budget -= 1
             switch value {
             case .dict(let d):
                 guard seen.insert(ObjectIdentifier(d)).inserted else { return }
@@ -80,6 +85,10 @@ public struct TorchCheckpoint: @unchecked Sendable {
         visit(root, "", 0)
         return found
     }
+
+    /// How many values `stateDicts()` looks at, at most (a SiT-XL train checkpoint with its optimizer
+    /// state has about 2 000).
+    public static let maximumVisits = 1 << 16
 
     /// The state dict at `path` ("" for the root), if that value is one.
     public func stateDict(at path: String) -> TensorDict? {

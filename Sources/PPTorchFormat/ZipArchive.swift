@@ -90,7 +90,9 @@ public final class ZipArchive: @unchecked Sendable {
     }
 
     /// Stored entries: a view into the storage (no copy). Compressed entries: inflated into an owned
-    /// ByteStorage, refusing anything whose real size differs from the declared size.
+    /// ByteStorage, refusing anything whose real size differs from the declared size. Memory: the
+    /// entry's real inflated size (checked by a counting pass before anything that size is allocated)
+    /// plus 1 MiB of scratch; never a size taken from the headers alone.
     public func contents(of entry: ZipEntry) throws -> (storage: ByteStorage, offset: Int, count: Int) {
         if entry.isStored {
             return (storage, baseOffset + entry.dataOffset, entry.uncompressedSize)
@@ -105,12 +107,35 @@ public final class ZipArchive: @unchecked Sendable {
             throw PPError.badInput(origin, entry: entry.name,
                                    "declares \(entry.uncompressedSize) bytes uncompressed from only \(entry.compressedSize) compressed bytes")
         }
+        // A first pass inflates into a small scratch buffer and only counts: the declared size is
+        // allocated only once the data really inflates to it, so a lying header costs no memory.
+        let name = entry.name
+        let origin = self.origin
+        do {
+            guard let file = zip_fopen_index(handle, zip_uint64_t(entry.index), 0) else {
+                throw PPError.badInput(origin, entry: name, "cannot open for reading: \(String(cString: zip_strerror(handle)))")
+            }
+            defer { zip_fclose(file) }
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { scratch.deallocate() }
+            var total = 0
+            while true {
+                let n = zip_fread(file, scratch.baseAddress!, zip_uint64_t(scratch.count))
+                if n < 0 { throw PPError.badInput(origin, entry: name, "cannot inflate: \(String(cString: zip_file_strerror(file)))") }
+                if n == 0 { break }
+                total += Int(n)
+                if total > entry.uncompressedSize {
+                    throw PPError.badInput(origin, entry: name, "inflates to more than the declared \(entry.uncompressedSize) bytes")
+                }
+            }
+            guard total == entry.uncompressedSize else {
+                throw PPError.badInput(origin, entry: name, "inflates to \(total) bytes but declares \(entry.uncompressedSize)")
+            }
+        }
         guard let file = zip_fopen_index(handle, zip_uint64_t(entry.index), 0) else {
             throw PPError.badInput(origin, entry: entry.name, "cannot open for reading: \(String(cString: zip_strerror(handle)))")
         }
         defer { zip_fclose(file) }
-        let name = entry.name
-        let origin = self.origin
         let inflated = try ByteStorage(count: entry.uncompressedSize, origin: "\(origin):\(name)") { dst in
             var filled = 0
             while filled < dst.count {

@@ -84,8 +84,11 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "Threads for the kernels (overrides threads).") var threads: Int?
     @Option(name: .customLong("set"), parsing: .singleValue, help: "Override any field: --set learning_rate.peak=3e-4 (value as JSON, else a string).")
     var assignments: [String] = []
+    @Flag(name: .customLong("no-verify-hash"), help: "Do not check native checkpoints (the start model, resumed checkpoints) against the sha256 in their config.json.")
+    var noVerifyHash = false
 
     func load() throws -> Recipe {
+        CheckpointLoader.verifyNativeHashes = !noVerifyHash
         var overrides: [(String, String)] = []
         for a in assignments {
             guard let eq = a.firstIndex(of: "=") else { throw PPError(.usage, entry: "--set", "'\(a)': expected key=value") }

@@ -38,9 +38,12 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
     @Option(help: "Which state dict of a train checkpoint: ema or model.") var weights: WeightsChoice?
     @Option(help: "Threads for BLAS and the kernels' own loops (default: all cores).") var threads: Int?
+    @Flag(name: .customLong("no-verify-hash"), help: "Do not check native checkpoints against the sha256 in their config.json.")
+    var noVerifyHash = false
 
     func load(_ path: String) throws -> LoadedModel {
         if let threads { Parallel.setThreads(threads) }
+        CheckpointLoader.verifyNativeHashes = !noVerifyHash
         return try ModelLoader.load(path, weights: weights, heads: heads)
     }
 }
