@@ -55,7 +55,9 @@ public final class Progress {
     private var label: String
     private var total: Int
     private let start = CLI.now()
-    private var lastPrint = -1e9
+    /// Off a terminal the first plain line comes after `plainEvery` seconds: short runs stay quiet
+    /// (and an error stays the only line on stderr).
+    private lazy var lastPrint = CLI.isTerminal ? -1e9 : start
     private let plainEvery: Double
     private let enabled: Bool
 
@@ -78,7 +80,7 @@ public final class Progress {
         let now = CLI.now()
         let elapsed = now - start
         let interval = CLI.isTerminal ? 0.1 : plainEvery
-        guard now - lastPrint >= interval || done == total else { return }
+        guard now - lastPrint >= interval || (done == total && (CLI.isTerminal || now - start >= plainEvery)) else { return }
         lastPrint = now
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0

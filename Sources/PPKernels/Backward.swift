@@ -103,13 +103,13 @@ public enum Backward {
         }
     }
 
-    /// d/dx of 0.5·x·(1 + tanh(c·(x + 0.044715·x³))).
+    /// d/dx of 0.5·x·(1 + tanh(c·(x + 0.044715·x³))) = s + 2·x·s·(1 − s)·c·(1 + 3·0.044715·x²) with
+    /// s = σ(2u) = ½(1 + tanh u) (so 1 − tanh² u = 4s(1 − s)); one expf, like the forward.
     @inline(__always)
     public static func geluTanhDerivative(_ x: Float) -> Float {
         let c: Float = 0.7978845608028654
-        let inner = c * (x + 0.044715 * x * x * x)
-        let th = tanhf(inner)
-        return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * c * (1 + 3 * 0.044715 * x * x)
+        let s = Kernels.geluSigmoid(x)
+        return s + 2 * x * s * (1 - s) * c * (1 + 3 * 0.044715 * x * x)
     }
 
     /// dInput[n] += silu'(input[n]) · dOutput[n], silu'(x) = σ(x)·(1 + x·(1 - σ(x))).
