@@ -8,9 +8,12 @@ import Glibc
 ///
 /// OpenBLAS picks its kernels once, when the library loads. Debian's build falls back to its generic
 /// `Prescott` (SSE3) kernels on CPUs newer than it knows, which on an AVX-512 Xeon runs sgemm about 3.5x
-/// slower than its SkylakeX kernels (measured: 19 vs 68 GFLOP/s). Since the choice cannot change after
-/// loading, the executables re-execute themselves once with `OPENBLAS_CORETYPE` set from the CPU's own
-/// feature flags. `OPENBLAS_CORETYPE` set by the user, or `PPFLOW_KEEP_BLAS_CORE=1`, turns this off.
+/// slower than its SkylakeX kernels (measured: 19 vs 68 GFLOP/s). Its idle worker threads also spin
+/// (sched_yield) for a long while after each product, stealing the second core from the elementwise
+/// and attention loops that run between products; `OPENBLAS_THREAD_TIMEOUT=1` puts them to sleep at
+/// once (SiT-B/2 forward on 2 cores: 173 -> 199 GFLOP/s). Both are read only when the library loads,
+/// so the executables re-execute themselves once with them set. Values the user set are kept;
+/// `PPFLOW_KEEP_BLAS_CORE=1` turns all of this off.
 public enum BLASCore {
     public static var name: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 
@@ -33,10 +36,18 @@ public enum BLASCore {
     /// Call first thing in `main`: re-executes the process with a better core type when OpenBLAS fell
     /// back to Prescott on a CPU with AVX2 or AVX-512. Returns normally when nothing needs doing.
     public static func useCPUKernels() {
-        guard getenv("OPENBLAS_CORETYPE") == nil, getenv("PPFLOW_KEEP_BLAS_CORE") == nil,
-              name.lowercased() == "prescott", let core = preferredCore() else { return }
-        setenv("OPENBLAS_CORETYPE", core, 1)
+        guard getenv("PPFLOW_KEEP_BLAS_CORE") == nil else { return }
+        var changed = false
+        if getenv("OPENBLAS_CORETYPE") == nil, name.lowercased() == "prescott", let core = preferredCore() {
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            changed = true
+        }
+        if getenv("OPENBLAS_THREAD_TIMEOUT") == nil {
+            setenv("OPENBLAS_THREAD_TIMEOUT", "1", 1)
+            changed = true
+        }
+        guard changed else { return }
         execv("/proc/self/exe", CommandLine.unsafeArgv)
-        // exec failed: carry on with the generic kernels.
+        // exec failed: carry on with what the library chose.
     }
 }
