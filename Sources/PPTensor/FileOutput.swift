@@ -28,7 +28,8 @@ public enum FileOutput {
             self.path = path
             let dir = FileOutput.directory(of: path)
             let base = FileOutput.baseName(of: path)
-            var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
+            FileOutput.removeStaleTemporaries(in: dir, for: base)
+            var template = Array("\(dir)/.\(base).tmp-\(getpid())-XXXXXX".utf8CString)
             let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
             guard fd >= 0 else {
                 throw PPError(.io, file: path, "cannot create a temporary file in \(dir): \(String(cString: strerror(errno)))")
@@ -86,7 +87,8 @@ public enum FileOutput {
     public static func writeFolder(_ path: String, fill: (String) throws -> Void) throws {
         let dir = directory(of: path)
         let base = baseName(of: path)
-        var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
+        removeStaleTemporaries(in: dir, for: base)
+        var template = Array("\(dir)/.\(base).tmp-\(getpid())-XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
             throw PPError(.io, file: path, "cannot create a temporary folder in \(dir): \(String(cString: strerror(errno)))")
         }
@@ -141,6 +143,25 @@ public enum FileOutput {
         #else
         return false
         #endif
+    }
+
+    /// Removes what killed runs left beside `base`: `.BASE.tmp-PID-XXXXXX` and `.BASE.old-PID` whose
+    /// process no longer exists (a run that is still going keeps its temporaries).
+    public static func removeStaleTemporaries(in dir: String, for base: String) {
+        guard let d = opendir(dir) else { return }
+        var stale: [String] = []
+        while let entry = readdir(d) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            for marker in [".\(base).tmp-", ".\(base).old-"] where name.hasPrefix(marker) {
+                let rest = name.dropFirst(marker.count)
+                guard let pid = pid_t(rest.prefix { $0.isNumber }), pid > 0 else { continue }
+                if kill(pid, 0) != 0 && errno == ESRCH { stale.append(name) }
+            }
+        }
+        closedir(d)
+        for name in stale { removeTree("\(dir)/\(name)") }
     }
 
     /// Removes a file or a folder tree (best effort).

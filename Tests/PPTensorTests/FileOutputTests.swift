@@ -27,6 +27,27 @@ final class FileOutputTests: XCTestCase {
         XCTAssertEqual(st.st_mode & 0o777, 0o644)
     }
 
+    /// What a killed run left (temporaries of a process that no longer exists) is removed by the next
+    /// write of the same output; a running process's temporaries are kept.
+    func testStaleTemporariesOfDeadProcessesAreRemoved() throws {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { free(argv[0]) }
+        XCTAssertEqual(posix_spawn(&pid, "/bin/true", nil, nil, argv, nil), 0)
+        var status: Int32 = 0
+        XCTAssertEqual(waitpid(pid, &status, 0), pid)                 // now certainly dead
+        let dead = "\(folder)/.model.tmp-\(pid)-AbC123"
+        XCTAssertEqual(mkdir(dead, 0o755), 0)
+        try FileOutput.writeFile("\(dead)/model.safetensors", bytes: [1])
+        let deadFile = "\(folder)/.out.bin.tmp-\(pid)-XyZ789"
+        try FileOutput.writeFile(deadFile, bytes: [2])
+        let alive = "\(folder)/.model.tmp-\(getpid())-Keep01"
+        XCTAssertEqual(mkdir(alive, 0o755), 0)
+        try FileOutput.writeFolder("\(folder)/model") { try FileOutput.writeFile("\($0)/x", bytes: [3]) }
+        try FileOutput.writeFile("\(folder)/out.bin", bytes: [4])
+        XCTAssertEqual(Set(listFolder(folder)), [".model.tmp-\(getpid())-Keep01", "model", "out.bin"])
+    }
+
     func testUncommittedFileLeavesNothing() throws {
         let path = "\(folder)/never.bin"
         var pending: FileOutput.PendingFile? = try FileOutput.PendingFile(path: path)
