@@ -22,13 +22,13 @@ mkdir -p "$out"
 echo "== 1. inspect the bundled SiT"
 "$bin/ppconvert" inspect examples/digits/digits-sit.zip | head -20
 
-echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the calibrated initializer"
+echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the calibrated initializer with detail"
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2" \
   --data examples/digits/digits.safetensors --json "$out/convert-report.json"
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2-calibrated" \
-  --init calibrated --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json"
+  --init calibrated --detail-scale 0.7 --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json"
 
-echo "== 3. fine-tune with recipes/digits-ppf2.json (calibrated conversion, 300 steps)"
+echo "== 3. fine-tune with recipes/digits-ppf2.json (calibrated conversion with detail, 300 steps)"
 rm -rf "$out/finetune"  # a run folder is never silently reused; this one belongs to the example
 "$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune"
 

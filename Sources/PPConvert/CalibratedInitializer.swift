@@ -13,11 +13,15 @@ import PPTensor
 public enum CalibratedInitializer {
     public struct Options: Sendable {
         public var dataPath: String
-        public var samples = 2048
+        /// Calibration images; nil: 2048, but at most 90 % of the data (the rest is held out for verification).
+        public var samples: Int? = nil
         public var seed: UInt64 = 0
         /// λ = ridgeFactor × rows (the number of token rows in the fit).
         public var ridgeFactor = 1e-3
         public var batch = 32
+        /// > 0: before the fit, the coarse patch embeddings also pass the within-group detail that the
+        /// repeat rule averages away (see `injectDetail`), with this gain relative to the source's.
+        public var detailScale = 0.0
         public init(dataPath: String) { self.dataPath = dataPath }
     }
 
@@ -66,10 +70,15 @@ public enum CalibratedInitializer {
 
         let d = config.hiddenSize, c = config.inChannels
         let used = calibrationSamples(count: data.count, options: options)
-        let parameters = try ModelParameters(config: config, tensors: tensors)
-        let model = Model(config: config, parameters: parameters)
         var fits: [LevelFit] = []
 
+        if options.detailScale > 0 {
+            for level in 0..<(config.levels - 1) {
+                try injectDetail(into: &tensors, config: config, level: level, scale: options.detailScale, seed: options.seed)
+            }
+        }
+        let parameters = try ModelParameters(config: config, tensors: tensors)
+        let model = Model(config: config, parameters: parameters)
         for level in 0..<(config.levels - 1) {
             let layout = config.levelLayouts[level]
             let factor = layout.channelFactor
@@ -115,12 +124,78 @@ public enum CalibratedInitializer {
         return Report(fits: fits, dataSHA256: dataSHA, samplesUsed: used.count)
     }
 
-    /// The data rows that calibrate: the first `samples` of a seeded permutation.
+    /// Adds to the coarse patch embedding of `level` (`proj1` [D, 4C, p, p] or `proj2` [D, 2C, p, p]) the
+    /// detail the repeat rule discards: for every (c, u, v) the zero-mean combinations of the f grouped
+    /// sub-pixels (Haar patterns, orthonormal), each sent along its own direction of a seeded orthonormal
+    /// set in the embedding, with gain `scale` x the source projection's RMS column norm. The coarse model
+    /// then carries the fine detail of x_t to its final features, where the ridge fit can read it.
+    public static func injectDetail(into tensors: inout TensorDict, config: ModelConfig, level: Int, scale: Double, seed: UInt64) throws {
+        let name = config.patchEmbedName(level: level) + ".weight"
+        guard let view = tensors[name] else { throw PPError.badInput(nil, entry: name, "missing from the converted model") }
+        let d = config.hiddenSize, c = config.inChannels, p = config.patchSize
+        let f = config.levelLayouts[level].channelFactor
+        let inputs = f * c * p * p                                   // columns of the flattened weight
+        var weight = view.floats()                                   // [D, f·C·p·p]
+        // The source's gain: RMS column norm of the repeat-rule weight times f (its columns are W / f).
+        var sumSquares = 0.0
+        for w in weight { sumSquares += Double(w) * Double(w) }
+        let gain = scale * Double(f) * (sumSquares / Double(inputs)).squareRoot()
+        // Zero-mean patterns over the f grouped sub-pixels, orthonormal.
+        let patterns: [[Double]] = f == 4 ? [[0.5, 0.5, -0.5, -0.5], [0.5, -0.5, 0.5, -0.5], [0.5, -0.5, -0.5, 0.5]]
+                                          : [[(0.5 as Double).squareRoot(), -(0.5 as Double).squareRoot()]]
+        let count = patterns.count * c * p * p
+        guard count <= d else { throw PPError(.usage, entry: name, "the embedding (\(d)) is narrower than the detail (\(count))") }
+        // Seeded orthonormal directions [count][D] (Gram-Schmidt on Gaussians).
+        var rng = SeededRandom(seed: seed &+ 0xDE7A11 &+ UInt64(level))
+        var directions: [[Double]] = []
+        while directions.count < count {
+            var v = (0..<d).map { _ in rng.normal() }
+            for u in directions {
+                let dot = zip(u, v).reduce(0) { $0 + $1.0 * $1.1 }
+                for i in 0..<d { v[i] -= dot * u[i] }
+            }
+            let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            if norm > 1e-6 { directions.append(v.map { $0 / norm }) }
+        }
+        var j = 0
+        for ch in 0..<c { for u in 0..<p { for v in 0..<p { for pattern in patterns {
+            for (k, a) in pattern.enumerated() {
+                let column = ((ch * f + k) * p + u) * p + v
+                for row in 0..<d { weight[row * inputs + column] += Float(gain * a * directions[j][row]) }
+            }
+            j += 1
+        } } } }
+        tensors[name] = TensorView(floats: weight, shape: view.shape, dtype: view.dtype)
+    }
+
+    /// The data rows that calibrate: the first `samples` of a seeded permutation (by default 2048, and at
+    /// most 90 % of the data when it has 10 or more rows, so that some stay held out).
     public static func calibrationSamples(count: Int, options: Options) -> [Int] {
         var rng = SeededRandom(seed: options.seed)
         var order = Array(0..<count)
         for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
-        return Array(order.prefix(min(options.samples, count)))
+        let cap = count >= 10 ? count - count / 10 : count
+        return Array(order.prefix(options.samples.map { min($0, count) } ?? min(2048, cap)))
+    }
+
+    /// The data rows the calibration did not use, ascending: verification inputs that are really held out.
+    public static func heldOutSamples(count: Int, options: Options) -> [Int] {
+        let used = Set(calibrationSamples(count: count, options: options))
+        return (0..<count).filter { !used.contains($0) }
+    }
+
+    /// The held-out rows of `dataPath` when `checkpoint` records a calibration on that very file (same
+    /// sha256) in its provenance; nil otherwise (then every row is fair game).
+    public static func heldOutSamples(recordedIn checkpoint: LoadedCheckpoint, dataPath: String, count: Int) throws -> [Int]? {
+        guard let record = checkpoint.nativeConfig?["provenance"]?["initializer"],
+              record["name"]?.stringValue == "calibrated",
+              let recordedSHA = record["data_sha256"]?.stringValue,
+              let samples = record["calibration_samples"]?.intValue, let seed = record["seed"]?.intValue else { return nil }
+        guard try NativeCheckpoint.sha256(ofFile: dataPath) == recordedSHA else { return nil }
+        var options = Options(dataPath: dataPath)
+        options.samples = Int(samples)
+        options.seed = UInt64(bitPattern: seed)
+        return heldOutSamples(count: count, options: options)
     }
 
     /// Runs the calibration inputs of `level` in batches and hands over, per batch, the features

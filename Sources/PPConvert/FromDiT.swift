@@ -46,6 +46,17 @@ public enum FromDiT {
     public static let toolVersion = "ppflow-toolkit 0.1.0"
 
     /// Converts a DiT/SiT source into a PPFlow model with the rules of `converters/ppflow-from-dit.json`.
+    /// The repeat-rule conversion of `source` with the levels and thresholds of `config`: the baseline a
+    /// calibrated model is compared with.
+    public static func repeatRuleParameters(of source: LoadedCheckpoint, like config: ModelConfig) throws -> ModelParameters {
+        var options = FromDiTOptions()
+        options.levels = config.levels
+        options.thresholds = config.thresholds
+        options.heads = config.numHeads
+        let result = try convert(source, options: options, sourceSHA256: nil)
+        return try ModelParameters(config: result.config, tensors: result.tensors)
+    }
+
     public static func convert(_ source: LoadedCheckpoint, options: FromDiTOptions, sourceSHA256: String?) throws -> ConversionResult {
         guard options.levels == 2 || options.levels == 3 else {
             throw PPError(.usage, entry: "--levels", "must be 2 or 3, got \(options.levels)")
@@ -167,6 +178,7 @@ public enum FromDiT {
             initializerRecord["calibration_samples"] = .int(Int64(report.samplesUsed))
             initializerRecord["seed"] = .int(Int64(bitPattern: calibration.seed))
             initializerRecord["ridge_factor"] = .double(calibration.ridgeFactor)
+            if calibration.detailScale > 0 { initializerRecord["detail_scale"] = .double(calibration.detailScale) }
             initializerRecord["fits"] = report.json["levels"]
             for fit in report.fits {
                 plan.derived.append((fit.tensor + ".weight", "calibration data", "ridge refit of the prediction rows"))

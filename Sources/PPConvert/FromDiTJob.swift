@@ -77,7 +77,9 @@ public struct FromDiTJob {
             let sourceParameters = try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
             let ppflowParameters = try ModelParameters(config: result.config, tensors: result.tensors)
             let verification = Verification(source: sourceConfig, sourceParameters: sourceParameters,
-                                            ppflow: result.config, ppflowParameters: ppflowParameters, data: verificationData)
+                                            ppflow: result.config, ppflowParameters: ppflowParameters, data: verificationData,
+                                            pool: heldOutPool(),
+                                            repeatRule: options.initializer == .calibrated ? try FromDiT.repeatRuleParameters(of: source, like: result.config) : nil)
             verification.lines().forEach(log)
             report["verification"] = verification.json
             if !verification.passed {
@@ -168,5 +170,11 @@ public struct FromDiTJob {
             ("dropped", .array(plan.dropped.map { .object(JSONObject([("source", .string($0.source)), ("why", .string($0.why))])) })),
             ("output_bytes", .int(Int64(plan.outputBytes))),
         ]))
+    }
+
+    /// With a calibrated conversion verified on its own calibration file: the rows it did not use.
+    private func heldOutPool() -> [Int]? {
+        guard let calibration = options.calibration, options.initializer == .calibrated, let data = verificationData else { return nil }
+        return CalibratedInitializer.heldOutSamples(count: data.count, options: calibration)
     }
 }

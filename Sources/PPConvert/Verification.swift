@@ -17,6 +17,8 @@ public struct Verification {
         /// layouts are lossless rearrangements, so the number is the same in the level's layout).
         public var relativeError: Double
         public var maxAbsError: Double
+        /// The same measure for the repeat-rule conversion on the same inputs, when it was given.
+        public var repeatRelativeError: Double?
         public var required: Bool
         public var passed: Bool
     }
@@ -27,11 +29,15 @@ public struct Verification {
     public var inputs: String
     public var passed: Bool { levels.allSatisfy(\.passed) }
 
-    /// `data`: optional real latents [N,C,S,S] (+ labels) to use instead of random ones.
+    /// `data`: optional real latents [N,C,S,S] (+ labels) to use instead of random ones; `pool`: the rows of
+    /// `data` to draw from (the calibration's held-out rows), all when nil or empty; `repeatRule`: the
+    /// repeat-rule conversion of the same source, measured on the same inputs for comparison.
     public init(source: ModelConfig, sourceParameters: ModelParameters, ppflow: ModelConfig, ppflowParameters: ModelParameters,
-                batch: Int = 4, seed: UInt64 = 0, data: (latents: [Float], labels: [Int32], count: Int)? = nil) {
+                batch: Int = 4, seed: UInt64 = 0, data: (latents: [Float], labels: [Int32], count: Int)? = nil, pool: [Int]? = nil,
+                repeatRule: ModelParameters? = nil) {
         let sourceModel = Model(config: source, parameters: sourceParameters)
         let ppflowModel = Model(config: ppflow, parameters: ppflowParameters)
+        let repeatModel = repeatRule.map { Model(config: ppflow, parameters: $0) }
         let c = source.inChannels, s = source.inputSize
         let perSample = c * s * s
         var rng = SeededRandom(seed: seed)
@@ -39,12 +45,13 @@ public struct Verification {
         var x1 = [Float](repeating: 0, count: batch * perSample)   // [B, C, S, S]
         var labels = [Int32](repeating: 0, count: batch)            // [B]
         if let data, data.count > 0 {
+            let rows = (pool ?? []).isEmpty ? Array(0..<data.count) : pool!
             for b in 0..<batch {
-                let pick = rng.below(data.count)
+                let pick = rows[rng.below(rows.count)]
                 for i in 0..<perSample { x1[b * perSample + i] = data.latents[pick * perSample + i] }
                 labels[b] = data.labels.isEmpty ? Int32(source.numClasses) : data.labels[pick]
             }
-            inputs = "\(batch) samples of the given latents, seed \(seed)"
+            inputs = "\(batch) samples of the given latents\(rows.count < data.count ? " (from the \(rows.count) held out of the calibration)" : ""), seed \(seed)"
         } else {
             x1 = rng.normals(batch * perSample)
             for b in 0..<batch { labels[b] = Int32(rng.below(source.numClasses)) }
@@ -67,8 +74,12 @@ public struct Verification {
             let (rel, maxAbs) = Verification.predictionError(actual, expected, batch: batch, channels: c,
                                                              outChannels: source.learnSigma ? 2 * c : c, pixels: s * s)
             let required = level == ppflow.levels - 1
+            let repeatError = repeatModel.map { model in
+                Verification.predictionError(model.forward(x: x, t: times, y: labels, batch: batch, level: level), expected, batch: batch,
+                                             channels: c, outChannels: source.learnSigma ? 2 * c : c, pixels: s * s).0
+            }
             levels.append(LevelResult(level: level, layout: layouts[level], t: t, relativeError: rel, maxAbsError: maxAbs,
-                                      required: required, passed: !required || rel <= Verification.finestTolerance))
+                                      repeatRelativeError: repeatError, required: required, passed: !required || rel <= Verification.finestTolerance))
         }
     }
 
@@ -104,6 +115,7 @@ public struct Verification {
                 .object(JSONObject([
                     ("level", .int(Int64(r.level))), ("layout", .string(r.layout)), ("t", .double(r.t)),
                     ("relative_error", .double(r.relativeError)), ("max_abs_error", .double(r.maxAbsError)),
+                    ("repeat_rule_relative_error", r.repeatRelativeError.map { .double($0) } ?? .null),
                     ("required", .bool(r.required)), ("passed", .bool(r.passed)),
                 ]))
             })),
@@ -114,7 +126,8 @@ public struct Verification {
         levels.map { r in
             let verdict = r.required ? (r.passed ? "ok (must match the source)" : "FAILED (must match the source to \(Verification.finestTolerance))")
                                      : "deviation from the source (warm start; fine-tuning closes it)"
-            return "level \(r.level) \(r.layout.padding(11)) t~\(r.t): relative error \(r.relativeError), max |diff| \(r.maxAbsError)  \(verdict)"
+            let baseline = r.repeatRelativeError.map { " (repeat rule: \($0), ratio \((r.relativeError / max($0, 1e-30) * 1000).rounded() / 1000))" } ?? ""
+            return "level \(r.level) \(r.layout.padding(11)) t~\(r.t): relative error \(r.relativeError)\(baseline), max |diff| \(r.maxAbsError)  \(verdict)"
         }
     }
 }

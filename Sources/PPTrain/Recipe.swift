@@ -22,6 +22,8 @@ public struct Recipe: Sendable {
         public var initializer: String
         public var calibrationData: String?
         public var calibrationSamples: Int?
+        /// Calibrated only: gain of the fine detail added to the coarse patch embeddings (0: none).
+        public var detailScale: Double?
         public var objective: String?
         public var heads: Int?
     }
@@ -119,10 +121,13 @@ public struct Recipe: Sendable {
             if let data { try Self.requireExists(data, file: path, entry: "start.from_dit.calibration_data") }
             if initializer == "calibrated" && data == nil { throw f.error("calibration_data", "required by the calibrated initializer") }
             let levels = try f.int("levels", min: 2, max: 3) ?? 2
+            let detailScale = try f.double("detail_scale", min: 0, max: 100)
+            if detailScale != nil && initializer != "calibrated" { throw f.error("detail_scale", "only the calibrated initializer uses it") }
             let objective = try f.string("objective")
             if let objective, !["velocity", "epsilon"].contains(objective) { throw f.error("objective", "'\(objective)': expected \"velocity\" or \"epsilon\"") }
             start = .fromDiT(FromDiTStart(source: resolve(source), levels: levels, initializer: initializer, calibrationData: data,
-                                          calibrationSamples: try f.int("calibration_samples", min: 1), objective: objective,
+                                          calibrationSamples: try f.int("calibration_samples", min: 1),
+                                          detailScale: detailScale, objective: objective,
                                           heads: try f.int("heads", min: 1) ?? startHeads))
             try f.finish()
         default:

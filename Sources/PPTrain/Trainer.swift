@@ -148,6 +148,7 @@ public final class FineTuneRun {
             if let data = f.calibrationData {
                 var calibration = CalibratedInitializer.Options(dataPath: data)
                 if let n = f.calibrationSamples { calibration.samples = n }
+                if let scale = f.detailScale { calibration.detailScale = scale }
                 options.calibration = calibration
             }
             let source = try CheckpointLoader.load(f.source)

@@ -146,9 +146,10 @@ extension PPConvertCommand {
         @Option(help: "Pyramid levels: 2 or 3.") var levels = 2
         @Option(help: "Initializer: repeat (the official rule) or calibrated (repeat, then the coarse output projections refitted to the source on --data latents).") var `init`: InitializerKind = .repeat
         @Option(help: "Latents for --init calibrated and for verification: safetensors with latents [N,C,H,W] and optional labels [N].") var data: String?
-        @Option(help: "Calibration images (default 2048, or all the data has).") var calibrationSamples = 2048
+        @Option(help: "Calibration images (default: 2048, at most 90 % of the data; the rest is held out for the verification).") var calibrationSamples: Int?
         @Option(help: "Seed of the calibration inputs.") var seed: UInt64 = 0
         @Option(help: "Ridge factor: lambda = factor x rows.") var ridge = 1e-3
+        @Option(help: "Calibrated only: gain of the fine detail added to the coarse patch embeddings (0: none).") var detailScale = 0.0
         @Option(help: "Level thresholds in flow time, e.g. 0.5 or 0.5,0.75 (default: the paper's).") var thresholds: String?
         @Option(help: "Default guidance scale per level, e.g. 1,3 (default: the paper's FID settings).") var cfgScales: String?
         @Option(help: "velocity (SiT) or epsilon (DiT), when the source's metadata does not say.") var objective: String?
@@ -167,8 +168,10 @@ extension PPConvertCommand {
             if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
             if format != .native && format != .torch { throw ValidationError("--format must be native or torch") }
             if `init` == .calibrated && data == nil { throw ValidationError("--init calibrated needs --data LATENTS") }
-            if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be positive") }
+            if let calibrationSamples, calibrationSamples < 1 { throw ValidationError("--calibration-samples must be positive") }
             if !(ridge >= 0) { throw ValidationError("--ridge must be >= 0") }
+            if !(detailScale >= 0 && detailScale <= 100) { throw ValidationError("--detail-scale must be in 0...100") }
+            if detailScale > 0 && `init` != .calibrated { throw ValidationError("--detail-scale needs --init calibrated") }
         }
 
         func run() throws {
@@ -187,6 +190,7 @@ extension PPConvertCommand {
                     calibration.samples = calibrationSamples
                     calibration.seed = seed
                     calibration.ridgeFactor = ridge
+                    calibration.detailScale = detailScale
                     options.calibration = calibration
                     let bar = Progress("calibration", total: 0)
                     options.progress = { what, done, total in bar.update(done, of: total, label: what) }
@@ -235,7 +239,10 @@ extension PPConvertCommand {
                 let verification = Verification(
                     source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)),
                     ppflow: targetConfig, ppflowParameters: try ModelParameters(config: targetConfig, tensors: target.tensors),
-                    batch: batch, seed: seed, data: latents)
+                    batch: batch, seed: seed, data: latents,
+                    pool: try data.flatMap { try CalibratedInitializer.heldOutSamples(recordedIn: target, dataPath: $0, count: latents?.count ?? 0) },
+                    repeatRule: target.nativeConfig?["provenance"]?["initializer"]?["name"]?.stringValue == "calibrated"
+                        ? try FromDiT.repeatRuleParameters(of: source, like: targetConfig) : nil)
                 if json { try CLI.writeJSON(verification.json, to: "-") } else { verification.lines().forEach { print($0) } }
                 return verification.passed ? 0 : 1
             }

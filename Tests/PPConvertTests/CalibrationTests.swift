@@ -25,7 +25,7 @@ final class CalibrationTests: XCTestCase {
         return path
     }
 
-    func convert(levels: Int, initializer: InitializerKind, data: String?) throws -> ConversionResult {
+    func convert(levels: Int, initializer: InitializerKind, data: String?, detailScale: Double = 0) throws -> ConversionResult {
         var options = FromDiTOptions()
         options.levels = levels
         options.heads = 4
@@ -34,6 +34,7 @@ final class CalibrationTests: XCTestCase {
         if let data {
             var calibration = CalibratedInitializer.Options(dataPath: data)
             calibration.batch = 5           // several batches, the last one short
+            calibration.detailScale = detailScale
             options.calibration = calibration
         }
         return try FromDiT.convert(try CheckpointLoader.load(Paths.fixture("sit.pt")), options: options, sourceSHA256: nil)
@@ -43,8 +44,8 @@ final class CalibrationTests: XCTestCase {
     func testWrittenRowsSolveTheNormalEquations() throws {
         let folder = Paths.scratch(self)
         let data = try makeLatents(folder)
-        for levels in [2, 3] {
-            let result = try convert(levels: levels, initializer: .calibrated, data: data)
+        for (levels, detailScale) in [(2, 0.0), (3, 0.0), (2, 0.5), (3, 0.5)] {
+            let result = try convert(levels: levels, initializer: .calibrated, data: data, detailScale: detailScale)
             let report = try XCTUnwrap(result.calibration)
             XCTAssertEqual(report.fits.count, levels - 1)
             let source = try CheckpointLoader.load(Paths.fixture("sit.pt"))
@@ -123,6 +124,76 @@ final class CalibrationTests: XCTestCase {
             XCTAssertEqual(initializer?["data_sha256"]?.stringValue, try CheckpointLoader.fileSHA256(data))
             XCTAssertEqual(initializer?["fits"]?.arrayValue?.count, levels - 1)
         }
+    }
+
+    /// The detail injection changes only the coarse patch embeddings (besides the refit rows), leaves the
+    /// embedding of group-constant inputs (what the repeat rule sees) as it was, keeps the finest level
+    /// exact, and lets the refit reach a lower residual than without it.
+    func testDetailInjectionPassesOnlyTheDetailAndFitsBetter() throws {
+        let folder = Paths.scratch(self)
+        let data = try makeLatents(folder)
+        for levels in [2, 3] {
+            let repeatRule = try convert(levels: levels, initializer: .repeat, data: nil)
+            let plain = try convert(levels: levels, initializer: .calibrated, data: data)
+            let detailed = try convert(levels: levels, initializer: .calibrated, data: data, detailScale: 0.5)
+            let changed = Set(CheckpointDiff(detailed.tensors, repeatRule.tensors).differing.map(\.name))
+            let embeddings = levels == 3 ? ["x_embedder.proj1.weight", "x_embedder.proj2.weight"] : ["x_embedder.proj1.weight"]
+            let heads = (levels == 3 ? ["final_layer.linear1", "final_layer.linear2"] : ["final_layer.linear1"]).flatMap { [$0 + ".weight", $0 + ".bias"] }
+            XCTAssertEqual(changed, Set(embeddings + heads))
+            for name in embeddings {
+                let factor = name.contains("proj1") ? 4 : 2
+                let inputs = factor * 4 * 2 * 2                            // [f·C, p, p] flattened
+                let a = detailed.tensors[name]!.floats(), b = repeatRule.tensors[name]!.floats()   // [64, f·C·p·p]
+                // A group-constant input (every sub-pixel of a group equal) is embedded exactly as before.
+                var rng = SeededRandom(seed: 5)
+                let perGroup = (0..<(4 * 2 * 2)).map { _ in Float(rng.normal()) }   // [C, p, p]
+                var input = [Float](repeating: 0, count: inputs)
+                for c in 0..<4 { for k in 0..<factor { for uv in 0..<4 { input[(c * factor + k) * 4 + uv] = perGroup[c * 4 + uv] } } }
+                var largest = 0.0
+                for row in 0..<64 {
+                    var ea = 0.0, eb = 0.0
+                    for m in 0..<inputs { ea += Double(a[row * inputs + m] * input[m]); eb += Double(b[row * inputs + m] * input[m]) }
+                    largest = max(largest, abs(ea - eb))
+                }
+                XCTAssertLessThan(largest, 1e-5, name)
+                XCTAssertGreaterThan(zip(a, b).map { abs($0 - $1) }.max()!, 1e-3, "\(name) carries detail")
+            }
+            let source = try CheckpointLoader.load(Paths.fixture("sit.pt"))
+            let sourceConfig = try ModelLoader.configuration(of: source, heads: 4)
+            let v = Verification(source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: source.tensors),
+                                 ppflow: detailed.config, ppflowParameters: try ModelParameters(config: detailed.config, tensors: detailed.tensors))
+            XCTAssertEqual(v.levels.last!.relativeError, 0)
+            for (p, d) in zip(plain.calibration!.fits, detailed.calibration!.fits) {
+                XCTAssertLessThan(d.relativeResidualFitted, p.relativeResidualFitted, "level \(p.level): the detail helps the fit")
+            }
+            XCTAssertEqual(detailed.nativeConfig["provenance"]?["initializer"]?["detail_scale"]?.doubleValue, 0.5)
+        }
+    }
+
+    /// By default the calibration leaves a tenth of the data out, and a checkpoint's provenance is enough
+    /// to find those rows again for `ppconvert verify`.
+    func testHeldOutRowsAreTheOnesTheCalibrationDidNotUse() throws {
+        let folder = Paths.scratch(self)
+        let data = try makeLatents(folder, count: 24)
+        let options = CalibratedInitializer.Options(dataPath: data)
+        let used = CalibratedInitializer.calibrationSamples(count: 24, options: options)
+        let heldOut = CalibratedInitializer.heldOutSamples(count: 24, options: options)
+        XCTAssertEqual(used.count, 22)
+        XCTAssertEqual(heldOut.count, 2)
+        XCTAssertEqual(Set(used).union(heldOut), Set(0..<24))
+        XCTAssertTrue(Set(used).isDisjoint(with: heldOut))
+        var explicit = options
+        explicit.samples = 100                                             // asking for more than there is: all
+        XCTAssertEqual(CalibratedInitializer.calibrationSamples(count: 24, options: explicit).count, 24)
+
+        let result = try convert(levels: 2, initializer: .calibrated, data: data)
+        let out = folder + "/ppf2"
+        _ = try NativeCheckpoint.write(tensors: result.tensors, config: result.nativeConfig, to: out)
+        let written = try CheckpointLoader.load(out)
+        XCTAssertEqual(try CalibratedInitializer.heldOutSamples(recordedIn: written, dataPath: data, count: 24), heldOut)
+        _ = mkdir(folder + "/other", 0o755)
+        let other = try makeLatents(folder + "/other", count: 23)          // other bytes: no claim on them
+        XCTAssertNil(try CalibratedInitializer.heldOutSamples(recordedIn: written, dataPath: other, count: 23))
     }
 
     func testCalibrationIsDeterministicAndNeedsAVelocitySource() throws {

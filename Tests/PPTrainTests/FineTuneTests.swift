@@ -112,6 +112,12 @@ final class RecipeValidationTests: XCTestCase {
         try refused({ $0["pyramid"] = .object(JSONObject([("shares", [0.5, 0.25, 0.25])])) }, kind: .badInput, entry: "pyramid.shares", mentions: "the model has 2 level(s)")
         try refused({ $0["learning_rate"] = .object(JSONObject([("schedule", "linear"), ("peak", 1e-4)])) }, kind: .badInput, entry: "learning_rate.schedule", mentions: "constant, warmup or cosine")
         try refused({ $0["phases"] = .array([.object(JSONObject([("train", ["blocks.99.*"])]))]) }, kind: .badInput, entry: "phases[0].train", mentions: "matches no trainable tensor")
+        let digits = "\(FineTuneSupport.repository)/examples/digits/"
+        try refused({ $0["start"] = .object(JSONObject([("from_dit", .object(JSONObject([("source", .string(digits + "digits-sit.zip")), ("detail_scale", 0.5)])))])) },
+                    kind: .badInput, entry: "start.from_dit.detail_scale", mentions: "only the calibrated initializer")
+        try refused({ $0["start"] = .object(JSONObject([("from_dit", .object(JSONObject([("source", .string(digits + "digits-sit.zip")), ("initializer", "calibrated"),
+                                                                                         ("calibration_data", .string(digits + "digits.safetensors")), ("detail_scale", -1)])))])) },
+                    kind: .badInput, entry: "start.from_dit.detail_scale", mentions: "below the minimum")
         // Data that does not fit the model is refused before training.
         let model = try ModelLoader.load(Fixtures.path("ppf2.pt"), heads: 4).config
         let wrongShape = "\(folder)/wrong-shape.safetensors", wrongLabel = "\(folder)/wrong-label.safetensors", wrongType = "\(folder)/wrong-type.safetensors"
