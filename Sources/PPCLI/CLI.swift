@@ -10,18 +10,21 @@ import Glibc
 public enum CLI {
     /// Runs `body`; a PPError becomes one line on stderr (`tool: file: entry: problem`) and its exit code.
     public static func run(_ tool: String, _ body: () throws -> Int32) -> Never {
-        do {
-            let code = try body()
+        func finish(_ code: Int32) -> Never {
             fflush(stdout)
+            PeakMemory.reportIfAsked()      // benchmarks of whole commands (see IOBenchmark)
             exit(code)
+        }
+        do {
+            finish(try body())
         } catch let error as PPError {
             fflush(stdout)
             printError("\(tool): \(error.description)")
-            exit(error.exitCode)
+            finish(error.exitCode)
         } catch {
             fflush(stdout)
             printError("\(tool): \(error)")
-            exit(70)
+            finish(70)
         }
     }
 

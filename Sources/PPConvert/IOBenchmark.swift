@@ -25,7 +25,10 @@ public enum IOBenchmark {
         public var parameters: Int
         public var copy: Measurement
         public var convert: Measurement
+        /// `--no-source-hash`: the same conversion without hashing the source for the provenance.
+        public var convertWithoutSourceHash: Measurement
         public var ratio: Double { convert.best / max(copy.best, 1e-9) }
+        public var ratioWithoutSourceHash: Double { convertWithoutSourceHash.best / max(copy.best, 1e-9) }
 
         public var json: JSONValue {
             func m(_ x: Measurement) -> JSONValue {
@@ -35,6 +38,7 @@ public enum IOBenchmark {
             return .object(JSONObject([
                 ("checkpoint", .string(checkpoint)), ("bytes", .int(Int64(bytes))), ("parameters", .int(Int64(parameters))),
                 ("cp", m(copy)), ("convert_to_native", m(convert)), ("ratio", .double(ratio)),
+                ("convert_to_native_no_source_hash", m(convertWithoutSourceHash)), ("ratio_no_source_hash", .double(ratioWithoutSourceHash)),
             ]))
         }
     }
@@ -61,31 +65,33 @@ public enum IOBenchmark {
         try TorchWriter.write(.stateDict(tensors), to: path, archiveName: CheckpointWriter.archiveName(for: path))
     }
 
-    /// Runs `arguments` as a child process; returns wall seconds and its peak resident memory.
+    /// Runs `arguments` as a child process; returns wall seconds and, for the toolkit's own commands, their
+    /// peak resident memory as they report it through `PeakMemory.reportFileVariable` (0 for others).
     public static func timeChild(_ arguments: [String]) throws -> (seconds: Double, peakResidentBytes: Int) {
         var pid: pid_t = 0
+        let reportFile = "/tmp/ppflow-peak-rss-\(getpid())"
+        unlink(reportFile)
+        defer { unlink(reportFile) }
+        let environment = (0...).lazy.map { environ[$0] }.prefix { $0 != nil }.map { String(cString: $0!) }
+            .filter { !$0.hasPrefix(PeakMemory.reportFileVariable + "=") } + ["\(PeakMemory.reportFileVariable)=\(reportFile)"]
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for p in argv + envp { free(p) } }
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let start = Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-        let spawned = posix_spawn(&pid, arguments[0], nil, nil, argv, environ)
+        let spawned = posix_spawn(&pid, arguments[0], nil, nil, argv, envp)
         guard spawned == 0 else { throw PPError(.io, file: arguments[0], "cannot start: \(String(cString: strerror(spawned)))") }
-        // Wait without reaping, read the child's own high-water mark (VmHWM restarts at exec; the
-        // rusage maxrss of a vfork-spawned child would include this process's memory), then reap.
-        var info = siginfo_t()
-        _ = waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT)
-        let peak = Self.vmHWM(Self.readProcFile("/proc/\(pid)/status"))
         var status: Int32 = 0
-        var usage = rusage()
-        guard wait4(pid, &status, 0, &usage) == pid else { throw PPError(.io, file: arguments[0], "wait failed") }
+        guard waitpid(pid, &status, 0) == pid else { throw PPError(.io, file: arguments[0], "wait failed") }
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let seconds = Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9 - start
         guard status == 0 else { throw PPError(.io, file: arguments[0], "exited with status \(status): \(arguments.joined(separator: " "))") }
+        let peak = Int(readProcFile(reportFile).filter(\.isNumber)) ?? 0
         return (seconds, peak)
     }
 
-    /// /proc files report size 0, so they are read, not mapped.
+    /// /proc files report size 0, so they are read, not mapped (also used for the small report file).
     static func readProcFile(_ path: String) -> String {
         guard let file = fopen(path, "r") else { return "" }
         defer { fclose(file) }
@@ -99,15 +105,6 @@ public enum IOBenchmark {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// "VmHWM:    123456 kB" -> bytes.
-    static func vmHWM(_ status: String) -> Int {
-        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-            let digits = line.filter { $0.isNumber }
-            return (Int(String(digits)) ?? 0) * 1024
-        }
-        return 0
-    }
-
     public static func run(folder: String, converter: String, repeats: Int = 3, log: (String) -> Void) throws -> Report {
         let config = ModelConfig(inChannels: 4, inputSize: 32, patchSize: 2, hiddenSize: 1152, depth: 28, numHeads: 16)
         let source = "\(folder)/sit-xl-2-random.pt"
@@ -119,6 +116,7 @@ public enum IOBenchmark {
         let parameters = config.parameterShapes.reduce(0) { $0 + (TensorView.elementCount($1.shape) ?? 0) }
         var copy = Measurement(label: "cp", seconds: [], peakResidentBytes: 0)
         var convert = Measurement(label: "ppconvert convert --format native", seconds: [], peakResidentBytes: 0)
+        var bare = Measurement(label: "ppconvert convert --format native --no-source-hash", seconds: [], peakResidentBytes: 0)
         // Warm the page cache once so both start from the same state.
         _ = try timeChild(["/bin/cp", source, "\(folder)/warm.pt"])
         unlink("\(folder)/warm.pt")
@@ -127,13 +125,18 @@ public enum IOBenchmark {
             unlink("\(folder)/copy.pt")
             copy.seconds.append(c.seconds)
             copy.peakResidentBytes = max(copy.peakResidentBytes, c.peakResidentBytes)
-            let v = try timeChild([converter, "convert", source, "\(folder)/native", "--format", "native", "--heads", "16"])
+            let arguments = [converter, "convert", source, "\(folder)/native", "--format", "native", "--heads", "16"]
+            let v = try timeChild(arguments)
             FileOutput.removeTree("\(folder)/native")
             convert.seconds.append(v.seconds)
             convert.peakResidentBytes = max(convert.peakResidentBytes, v.peakResidentBytes)
-            log("round \(round): cp \(c.seconds) s, convert \(v.seconds) s (peak RSS \(v.peakResidentBytes >> 20) MiB)")
+            let b = try timeChild(arguments + ["--no-source-hash"])
+            FileOutput.removeTree("\(folder)/native")
+            bare.seconds.append(b.seconds)
+            bare.peakResidentBytes = max(bare.peakResidentBytes, b.peakResidentBytes)
+            log("round \(round): cp \(c.seconds) s, convert \(v.seconds) s (peak RSS \(v.peakResidentBytes >> 20) MiB), without the source hash \(b.seconds) s")
         }
-        return Report(checkpoint: source, bytes: bytes, parameters: parameters, copy: copy, convert: convert)
+        return Report(checkpoint: source, bytes: bytes, parameters: parameters, copy: copy, convert: convert, convertWithoutSourceHash: bare)
     }
 }
 

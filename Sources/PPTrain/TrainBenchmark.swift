@@ -4,6 +4,7 @@ import Glibc
 import Dispatch
 import PPKernels
 import PPModel
+import PPTensor
 
 /// What `TrainBenchmark.run` measured.
 public struct TrainBenchmarkReport: Sendable, CustomStringConvertible {
@@ -79,20 +80,8 @@ public enum TrainBenchmark {
                                     activationBytes: model.activationBytes, peakResidentBytes: peakResidentBytes())
     }
 
-    /// Peak resident memory (VmHWM) from /proc/self/status, in bytes; 0 when unavailable.
-    public static func peakResidentBytes() -> Int {
-        guard let file = fopen("/proc/self/status", "r") else { return 0 }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), file) != nil {
-            let text = String(cString: line)
-            if text.hasPrefix("VmHWM:") {
-                let digits = text.filter(\.isNumber)
-                return (Int(digits) ?? 0) * 1024  // reported in kB
-            }
-        }
-        return 0
-    }
+    /// Peak resident memory (VmHWM), in bytes; 0 when unavailable.
+    public static func peakResidentBytes() -> Int { PeakMemory.residentHighWaterMark() }
 
     private static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
