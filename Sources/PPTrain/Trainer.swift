@@ -157,7 +157,8 @@ public final class FineTuneRun {
             guard result.nativeConfig["objective"]?.stringValue == Objective.velocity.rawValue else {
                 throw PPError.badInput(f.source, "objective \(result.nativeConfig["objective"]?.stringValue ?? "unknown"); the trainer fine-tunes velocity (SiT) models (set start.from_dit.objective for a SiT without metadata)")
             }
-            log("converted \(f.source) to a \(f.levels)-level PPFlow model (\(f.initializer) initializer)")
+            let detail = f.detailScale.map { $0 > 0 ? ", detail \($0)" : "" } ?? ""
+            log("converted \(f.source) to a \(f.levels)-level PPFlow model (\(f.initializer) initializer\(detail))")
             return (result.config, try ModelParameters(config: result.config, tensors: result.tensors).values, result.nativeConfig)
         }
     }
