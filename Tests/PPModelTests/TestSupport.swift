@@ -1,27 +1,8 @@
+@_exported import PPTestSupport
 import XCTest
 import PPTensor
 import PPSafetensors
 import PPTorchFormat
-
-/// Relative error ‖a−b‖/‖b‖ with the worst element named, the one tolerance check of these tests.
-func assertClose(_ actual: [Float], _ expected: [Float], tolerance: Double, _ what: String,
-                 file: StaticString = #filePath, line: UInt = #line) {
-    guard actual.count == expected.count else {
-        XCTFail("\(what): \(actual.count) values, expected \(expected.count)", file: file, line: line); return
-    }
-    var difference = 0.0, norm = 0.0, worst = 0, worstError = -1.0
-    for i in 0..<actual.count {
-        let d = Double(actual[i]) - Double(expected[i])
-        difference += d * d
-        norm += Double(expected[i]) * Double(expected[i])
-        if abs(d) > worstError { worstError = abs(d); worst = i }
-    }
-    let relative = (difference / max(norm, 1e-300)).squareRoot()
-    if !(relative <= tolerance) {
-        XCTFail("\(what): relative error \(relative) > \(tolerance); worst at [\(worst)]: \(actual[worst]) vs \(expected[worst])",
-                file: file, line: line)
-    }
-}
 
 enum Fixtures {
     static let folder: String = {

@@ -98,14 +98,14 @@ final class EpsilonFlowTests: XCTestCase {
         for t in [0.0063, 0.02, 0.2, 0.5, 0.77, 0.98, 0.99] {
             let x = state(t)
             let v = try field.velocity(x: x, t: Float(t), labels: [0, 0, 0, 0], batch: 4)
-            assertRelativeClose(v, data.velocity(x: x, t: t), 1e-4, "velocity at t=\(t)")
+            assertClose(v, data.velocity(x: x, t: t), tolerance: 1e-4, "velocity at t=\(t)")
         }
         // Clamped ends (t = 0: pure noise; t = 1: data): the network runs at the end step, whose noise
         // level differs from the state's, so the result is close but not exact.
         for t in [0.0, 0.003, 0.995, 1.0] {
             let x = state(t)
             let v = try field.velocity(x: x, t: Float(t), labels: [0, 0, 0, 0], batch: 4)
-            assertRelativeClose(v, data.velocity(x: x, t: t), 2e-2, "clamped velocity at t=\(t)")
+            assertClose(v, data.velocity(x: x, t: t), tolerance: 2e-2, "clamped velocity at t=\(t)")
             XCTAssertTrue(v.allSatisfy(\.isFinite))
         }
         XCTAssertEqual(field.count.fieldCalls, 11)
@@ -125,6 +125,6 @@ final class EpsilonFlowTests: XCTestCase {
         let field = perfectEpsilonField(data, channels: 5)
         let noise: [Float] = [1.2, -0.3, 0.8, -1.7, 0.05, -0.6, 2.1, 0.4, -1.1, 0.9]  // [2, 5, 1, 1]
         let out = try FixedGridSolver.integrate(field, noise: noise, labels: [0, 1], batch: 2, method: .heun, points: 201)
-        assertRelativeClose(out, data.sample(noise: noise), 1e-3, "Heun, 200 steps, perfect ε")
+        assertClose(out, data.sample(noise: noise), tolerance: 1e-3, "Heun, 200 steps, perfect ε")
     }
 }

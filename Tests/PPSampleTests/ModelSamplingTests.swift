@@ -29,7 +29,7 @@ final class ModelSamplingTests: XCTestCase {
         let field = try VelocityModelField(model: model, guidance: Guidance(scales: scales, channels: .first3))
         let out = try FixedGridSolver.integrate(field, noise: rows(z, size: size, 0..<2), labels: Array(y[0..<2]), batch: 2,
                                                 method: method, points: points)
-        assertRelativeClose(out, rows(expected, size: size, 0..<2), 1e-5, "ppf\(levels) \(key)")
+        assertClose(out, rows(expected, size: size, 0..<2), tolerance: 1e-5, "ppf\(levels) \(key)")
         // No scale is 1 here, so every field call ran both passes.
         XCTAssertEqual(field.count.evaluations, 2 * 2 * (points - 1) * method.stagesPerStep)
         XCTAssertEqual(field.count.savedEvaluations, 0)
@@ -49,7 +49,7 @@ final class ModelSamplingTests: XCTestCase {
         // t = 0.3 is level 0, scale 1: the official unguided output, one pass per sample.
         let before = model.forwardCount
         let coarse = try field.velocity(x: x, t: 0.3, labels: y, batch: 2)
-        assertRelativeClose(coarse, reference["out_t0.3"]!.floats(), 1e-5, "scale 1 at level 0")
+        assertClose(coarse, reference["out_t0.3"]!.floats(), tolerance: 1e-5, "scale 1 at level 0")
         XCTAssertEqual(model.forwardCount - before, 2)
         XCTAssertEqual(field.count, EvaluationCount(evaluations: 2, savedEvaluations: 2, fieldCalls: 1))
 
@@ -71,7 +71,7 @@ final class ModelSamplingTests: XCTestCase {
         let field = try VelocityModelField(model: model, guidance: Guidance(scales: reference["cfg_scales"]!.floats(), channels: .first3))
         for t in ["0.3", "0.6", "0.9"] {
             let v = try field.velocity(x: rows(x, size: size, 0..<2), t: Float(t)!, labels: Array(y[0..<2]), batch: 2)
-            assertRelativeClose(v, rows(reference["cfg_out_t\(t)"]!.floats(), size: size, 0..<2), 1e-5, "guided t=\(t)")
+            assertClose(v, rows(reference["cfg_out_t\(t)"]!.floats(), size: size, 0..<2), tolerance: 1e-5, "guided t=\(t)")
         }
     }
 
@@ -106,7 +106,7 @@ final class ModelSamplingTests: XCTestCase {
             let v = try field.velocity(x: flowState, t: Float(t), labels: [y[i]], batch: 1)
             let epsilon = Array(out[(i * 2 * size)..<(i * 2 * size + c * plane)])
             let expected = (0..<size).map { Float((Double(flowState[$0]) - Double(epsilon[$0])) / Double(Float(t))) }
-            assertRelativeClose(v, expected, 1e-4, "DiT as flow at step \(tau)")
+            assertClose(v, expected, tolerance: 1e-4, "DiT as flow at step \(tau)")
         }
         XCTAssertEqual(field.count.evaluations, 3)
     }
@@ -125,7 +125,7 @@ final class ModelSamplingTests: XCTestCase {
         let g = try guided.velocity(x: x, t: 0.4, labels: [1, 3], batch: 2)
         let nullField = try SampleFields.epsilonField(model: model, guidance: nil)
         let u = try nullField.velocity(x: x, t: 0.4, labels: [10, 10], batch: 2)
-        assertRelativeClose(g, zip(a, u).map { $1 + 4 * ($0 - $1) }, 1e-5, "guided ε = guided v")
+        assertClose(g, zip(a, u).map { $1 + 4 * ($0 - $1) }, tolerance: 1e-5, "guided ε = guided v")
         XCTAssertEqual(guided.count.evaluations, 4)
     }
 }

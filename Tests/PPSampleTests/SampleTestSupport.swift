@@ -1,27 +1,8 @@
+@_exported import PPTestSupport
 import XCTest
 import PPTensor
 import PPSafetensors
 import PPTorchFormat
-
-/// ‖actual − expected‖ / ‖expected‖ <= tolerance, naming the worst element on failure.
-func assertRelativeClose(_ actual: [Float], _ expected: [Float], _ tolerance: Double, _ what: String,
-                         file: StaticString = #filePath, line: UInt = #line) {
-    guard actual.count == expected.count else {
-        XCTFail("\(what): \(actual.count) values, expected \(expected.count)", file: file, line: line); return
-    }
-    var squaredError = 0.0, squaredNorm = 0.0, worst = 0, worstError = -1.0
-    for i in actual.indices {
-        let d = Double(actual[i]) - Double(expected[i])
-        squaredError += d * d
-        squaredNorm += Double(expected[i]) * Double(expected[i])
-        if !(abs(d) <= worstError) { worstError = abs(d); worst = i }
-    }
-    let relative = (squaredError / max(squaredNorm, 1e-300)).squareRoot()
-    if !(relative <= tolerance) {
-        XCTFail("\(what): relative error \(relative) > \(tolerance); worst [\(worst)] \(actual[worst]) vs \(expected[worst])",
-                file: file, line: line)
-    }
-}
 
 enum SampleFixtures {
     static let folder: String = {

@@ -1,3 +1,4 @@
+@_exported import PPTestSupport
 import Foundation
 import PPTensor
 import XCTest
@@ -38,18 +39,4 @@ func readSafetensorsForTest(_ path: String) throws -> [String: (dtype: String, s
         result[name] = (d["dtype"] as! String, d["shape"] as! [Int], Array(data[start + offsets[0] ..< start + offsets[1]]))
     }
     return result
-}
-
-/// Asserts `body` throws a PPError of `kind` whose message mentions every string in `mentions`.
-func assertPPError(_ kind: PPError.Kind, mentions: [String], file: StaticString = #filePath, line: UInt = #line,
-                   _ body: () throws -> Void) {
-    do {
-        try body()
-        XCTFail("expected a \(kind) error mentioning \(mentions)", file: file, line: line)
-    } catch let error as PPError {
-        XCTAssertEqual(error.kind, kind, "\(error)", file: file, line: line)
-        for m in mentions { XCTAssertTrue(error.description.contains(m), "'\(error)' does not mention '\(m)'", file: file, line: line) }
-    } catch {
-        XCTFail("unexpected error type: \(error)", file: file, line: line)
-    }
 }

@@ -1,3 +1,4 @@
+@_exported import PPTestSupport
 import Foundation
 import XCTest
 import PPTensor
@@ -7,29 +8,6 @@ enum Fixtures {
         let here = URL(fileURLWithPath: #filePath)
         return here.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures").appendingPathComponent(name).path
     }
-}
-
-/// The one tolerance check: relative error ‖a−b‖/‖b‖ against `tolerance`; on failure names the worst
-/// element with both values. Returns the relative error so callers can report the worst tensor.
-@discardableResult
-func assertClose<T: BinaryFloatingPoint>(_ actual: [T], _ expected: [T], tolerance: Double, _ what: String,
-                                         file: StaticString = #filePath, line: UInt = #line) -> Double {
-    guard actual.count == expected.count else {
-        XCTFail("\(what): \(actual.count) values, expected \(expected.count)", file: file, line: line); return .infinity
-    }
-    var difference = 0.0, norm = 0.0, worst = 0, worstError = -1.0
-    for i in 0..<actual.count {
-        let d = Double(actual[i]) - Double(expected[i])
-        difference += d * d
-        norm += Double(expected[i]) * Double(expected[i])
-        if !(abs(d) <= worstError) { worstError = abs(d); worst = i }
-    }
-    let relative = norm > 0 ? (difference / norm).squareRoot() : difference.squareRoot()
-    if !(relative <= tolerance) {
-        XCTFail("\(what): relative error \(relative) > \(tolerance); worst at [\(worst)]: \(actual[worst]) vs \(expected[worst]) (|d| \(worstError))",
-                file: file, line: line)
-    }
-    return relative
 }
 
 /// Deterministic pseudo-random values (SplitMix64), so failures reproduce.
