@@ -32,7 +32,7 @@ done
 ppfinetune="$bin/ppfinetune"
 recipe=recipes/digits-ppf2.json
 options=(--steps "$steps" --set checkpoint_every="$every" --set keep_checkpoints=1000 --set validate_every="$steps"
-         --set start.from_dit.initializer=repeat --set batch_size=16 --threads 1)
+         --set start.from_dit.initializer=repeat --set start.from_dit.detail_scale=0 --set batch_size=16 --threads 1)
 work=$(mktemp -d /tmp/ppflow-kill-ft-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 RANDOM=$seed

@@ -122,7 +122,9 @@ public struct Recipe: Sendable {
             if initializer == "calibrated" && data == nil { throw f.error("calibration_data", "required by the calibrated initializer") }
             let levels = try f.int("levels", min: 2, max: 3) ?? 2
             let detailScale = try f.double("detail_scale", min: 0, max: 100)
-            if detailScale != nil && initializer != "calibrated" { throw f.error("detail_scale", "only the calibrated initializer uses it") }
+            if let detailScale, detailScale > 0, initializer != "calibrated" {
+                throw f.error("detail_scale", "only the calibrated initializer uses it (0 turns it off)")
+            }
             let objective = try f.string("objective")
             if let objective, !["velocity", "epsilon"].contains(objective) { throw f.error("objective", "'\(objective)': expected \"velocity\" or \"epsilon\"") }
             start = .fromDiT(FromDiTStart(source: resolve(source), levels: levels, initializer: initializer, calibrationData: data,

@@ -118,6 +118,11 @@ final class RecipeValidationTests: XCTestCase {
         try refused({ $0["start"] = .object(JSONObject([("from_dit", .object(JSONObject([("source", .string(digits + "digits-sit.zip")), ("initializer", "calibrated"),
                                                                                          ("calibration_data", .string(digits + "digits.safetensors")), ("detail_scale", -1)])))])) },
                     kind: .badInput, entry: "start.from_dit.detail_scale", mentions: "below the minimum")
+        var off = good                                                   // 0 turns the detail off: fine with any initializer
+        off["start"] = .object(JSONObject([("from_dit", .object(JSONObject([("source", .string(digits + "digits-sit.zip")), ("detail_scale", 0)])))]))
+        try FineTuneSupport.save(off, path)
+        guard case .fromDiT(let start) = try Recipe.load(path).start else { return XCTFail("expected a from_dit start") }
+        XCTAssertEqual(start.detailScale, 0)
         // Data that does not fit the model is refused before training.
         let model = try ModelLoader.load(Fixtures.path("ppf2.pt"), heads: 4).config
         let wrongShape = "\(folder)/wrong-shape.safetensors", wrongLabel = "\(folder)/wrong-label.safetensors", wrongType = "\(folder)/wrong-type.safetensors"
