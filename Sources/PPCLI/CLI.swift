@@ -15,6 +15,8 @@ public enum CLI {
             PeakMemory.reportIfAsked()      // benchmarks of whole commands (see IOBenchmark)
             exit(code)
         }
+        // Result lines reach a file or a pipe as they are printed, in order with the progress on stderr.
+        setvbuf(stdout, nil, _IOLBF, 0)
         do {
             finish(try body())
         } catch let error as PPError {

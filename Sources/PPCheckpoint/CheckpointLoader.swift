@@ -16,17 +16,21 @@ public enum WeightsChoice: String, Sendable, CaseIterable {
 /// (never by file name): safetensors (single or sharded), torch.save zips (bare state dicts and train
 /// checkpoints), diffusers folders, native PPFlow folders, and zips of any of these.
 public enum CheckpointLoader {
-    public static func load(_ path: String, weights: WeightsChoice? = nil) throws -> LoadedCheckpoint {
+    /// `requireObjective`: refuse a checkpoint whose objective is unknown (no metadata, no release name)
+    /// before any weights are read (a native folder's hash check reads them all): the sampler and the
+    /// trainer cannot use it, and an XL model takes seconds and gigabytes to load.
+    public static func load(_ path: String, weights: WeightsChoice? = nil, requireObjective: Bool = false) throws -> LoadedCheckpoint {
         var st = stat()
         guard stat(path, &st) == 0 else { throw PPError(.missingInput, file: path, "no such file or folder") }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            var loaded = try loadTree(DirectoryTree(path: path), weights: weights)
+            var loaded = try loadTree(DirectoryTree(path: path), weights: weights, requireObjective: requireObjective)
             loaded.containers.insert("folder", at: 0)
             loaded.path = path
+            if requireObjective { try loaded.requireKnownObjective() }
             return loaded
         }
         let storage = try ByteStorage(mappingFile: path)
-        var loaded = try loadFile(storage, name: FileOutput.baseName(of: path), origin: path, weights: weights)
+        var loaded = try loadFile(storage, name: FileOutput.baseName(of: path), origin: path, weights: weights, requireObjective: requireObjective)
         // A config.json beside a single weights file supplies what the weights cannot say.
         if loaded.sidecarConfig == nil, !loaded.containers.contains("zip archive") {
             let beside = FileOutput.directory(of: path) + "/config.json"
@@ -35,8 +39,29 @@ public enum CheckpointLoader {
                 applySidecar(config, origin: beside, to: &loaded)
             }
         }
+        applyReleaseName(FileOutput.baseName(of: path), to: &loaded)
         loaded.path = path
+        if requireObjective { try loaded.requireKnownObjective() }
         return loaded
+    }
+
+    /// The official releases are bare state dicts that say nothing about their objective; their file
+    /// names do: `SiT-XL-2-256.pt` is a velocity model, `DiT-XL-2-256x256.pt` an epsilon (DDPM) one.
+    /// Used only when no metadata spoke, and only for names of that exact form.
+    public static func releaseNameObjective(_ fileName: String) -> Objective? {
+        let parts = fileName.split(separator: "-")
+        guard parts.count >= 3, ["S", "B", "L", "XL"].contains(parts[1]) else { return nil }
+        switch parts[0] {
+        case "SiT": return .velocity
+        case "DiT": return .epsilon
+        default: return nil
+        }
+    }
+
+    static func applyReleaseName(_ fileName: String, to loaded: inout LoadedCheckpoint) {
+        guard loaded.objective == .unknown, loaded.layout == .ditSit, let objective = releaseNameObjective(fileName) else { return }
+        setObjective(prediction: objective == .velocity ? "velocity" : "epsilon", pathType: nil,
+                     source: "the official release name \(fileName) (SiT-* velocity, DiT-* epsilon)", to: &loaded)
     }
 
     /// sha256 of the file at `path` (provenance); nil for a folder.
@@ -47,7 +72,7 @@ public enum CheckpointLoader {
     }
 
     /// One file's bytes, by content.
-    static func loadFile(_ storage: ByteStorage, name: String, origin: String, weights: WeightsChoice?) throws -> LoadedCheckpoint {
+    static func loadFile(_ storage: ByteStorage, name: String, origin: String, weights: WeightsChoice?, requireObjective: Bool = false) throws -> LoadedCheckpoint {
         let bytes = storage.bytes
         if bytes.count == 0 { throw PPError.badInput(origin, "empty file") }
         if ZipArchive.looksLikeZip(bytes) {
@@ -55,7 +80,7 @@ public enum CheckpointLoader {
             if isTorchArchive(archive) {
                 return try loadTorch(storage, origin: origin, weights: weights)
             }
-            var loaded = try loadTree(ZipTree(archive: archive, origin: origin), weights: weights)
+            var loaded = try loadTree(ZipTree(archive: archive, origin: origin), weights: weights, requireObjective: requireObjective)
             loaded.containers.insert("zip archive", at: 0)
             return loaded
         }
@@ -118,7 +143,7 @@ public enum CheckpointLoader {
 
     /// A folder or a zipped folder: native PPFlow, diffusers, sharded safetensors, or one weights file
     /// with an optional config.json.
-    static func loadTree(_ tree: FileTree, weights: WeightsChoice?) throws -> LoadedCheckpoint {
+    static func loadTree(_ tree: FileTree, weights: WeightsChoice?, requireObjective: Bool = false) throws -> LoadedCheckpoint {
         let root = commonRoot(tree)
         func path(_ rel: String) -> String { root.isEmpty ? rel : "\(root)/\(rel)" }
         func json(_ rel: String) throws -> JSONValue? {
@@ -128,7 +153,7 @@ public enum CheckpointLoader {
 
         let topConfig = try json("config.json")
         if let format = topConfig?["format"]?.stringValue, format == NativeCheckpoint.formatName {
-            return try NativeCheckpoint.load(tree: tree, root: root, config: topConfig!)
+            return try NativeCheckpoint.load(tree: tree, root: root, config: topConfig!, requireObjective: requireObjective)
         }
 
         // diffusers: the transformer's own config names its class.

@@ -13,6 +13,13 @@ public enum OutputFormat: String, CaseIterable, Sendable {
     case torchTrain = "torch-train"
     /// One safetensors file.
     case safetensors
+
+    /// Checks `path` as an output of this format before any work (see `OutputTarget`): a native folder may
+    /// replace an earlier native folder with `force`, a file an existing file with `force`, nothing else.
+    public func checkOutput(_ path: String, force: Bool) throws {
+        try OutputTarget.check(path, kind: self == .native ? .folder : .file, force: force,
+                               toolkitEntries: NativeCheckpoint.toolkitEntries)
+    }
 }
 
 /// Output element type: keep what the source had, or cast floating-point tensors.

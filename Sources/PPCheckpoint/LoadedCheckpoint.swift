@@ -97,5 +97,25 @@ public struct LoadedCheckpoint: @unchecked Sendable {
     public var inputSize: Int? { architectureHints["input_size"]?.intValue.map(Int.init) }
 
     public var parameterCount: Int { tensors.totalElements }
+
+    /// Takes the objective the user gave (`--objective`) where metadata is silent; refuses it where
+    /// metadata says otherwise.
+    public mutating func applyGivenObjective(_ given: Objective?) throws {
+        guard let given, given != .unknown else { return }
+        if objective == .unknown {
+            objective = given
+            objectiveSource = "--objective"
+        } else if objective != given {
+            throw PPError(.usage, file: path, entry: "--objective",
+                          "says \(given.rawValue) but the checkpoint says \(objective.rawValue) (\(objectiveSource))")
+        }
+    }
+
+    /// Refuses a checkpoint whose objective nothing settled (see `CheckpointLoader.load(requireObjective:)`).
+    public func requireKnownObjective() throws {
+        guard objective == .unknown else { return }
+        throw PPError(.usage, file: path, entry: "objective",
+                      "unknown (\(objectiveSource)); convert it with `ppconvert from-dit --objective velocity` (SiT) or `--objective epsilon` (DiT), or pass --objective")
+    }
     public var containerDescription: String { containers.joined(separator: " > ") }
 }

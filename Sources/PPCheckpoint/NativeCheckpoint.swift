@@ -51,8 +51,21 @@ public enum NativeCheckpoint {
         return hash
     }
 
+    /// The entries of `folder` the toolkit wrote, when it is a native checkpoint folder (its config.json
+    /// names the format); nil otherwise. `state/` is a run checkpoint's training state.
+    public static func toolkitEntries(in folder: String) -> Set<String>? {
+        guard let config = try? JSON.parse(file: "\(folder)/\(configFileName)"),
+              config["format"]?.stringValue == formatName else { return nil }
+        return [configFileName, weightsFileName, "state"]
+    }
+
     /// Loads a native folder found by `CheckpointLoader` and checks the weights against the recorded hash.
-    static func load(tree: FileTree, root: String, config: JSONValue, verifyHash: Bool = CheckpointLoader.verifyNativeHashes) throws -> LoadedCheckpoint {
+    static func load(tree: FileTree, root: String, config: JSONValue, verifyHash: Bool = CheckpointLoader.verifyNativeHashes,
+                     requireObjective: Bool = false) throws -> LoadedCheckpoint {
+        if requireObjective, Objective(rawValue: config["objective"]?.stringValue ?? "") ?? .unknown == .unknown {
+            throw PPError(.usage, file: tree.origin, entry: "config.json objective",
+                          "unknown; convert the source again with --objective velocity (SiT) or epsilon (DiT)")
+        }
         let rel = root.isEmpty ? weightsFileName : "\(root)/\(weightsFileName)"
         guard tree.contains(rel) else {
             throw PPError.badInput(tree.origin, entry: weightsFileName, "missing from a \(formatName) folder")

@@ -85,7 +85,9 @@ public enum FromDiT {
             objective = wanted
         }
         if objective == .unknown {
-            warnings.append("objective unknown: \(source.objectiveSource). Recorded as 'unknown'; the sampler and trainer will refuse it until set (convert again with --objective velocity for SiT weights, --objective epsilon for DiT weights)")
+            // Settled here, once: a converted model whose objective is unknown cannot be sampled or trained.
+            throw PPError(.usage, file: source.path, entry: "objective",
+                "unknown (\(source.objectiveSource)); pass --objective velocity for SiT weights or --objective epsilon for DiT weights")
         }
 
         let heads = options.heads ?? source.numHeads

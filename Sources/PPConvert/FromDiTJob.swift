@@ -19,6 +19,8 @@ public struct FromDiTJob {
     public var format: OutputFormat = .native
     public var verify = true
     public var mode: Mode = .write
+    /// Replace an existing output (only one the toolkit wrote; see `OutputTarget`).
+    public var force = false
     public var log: (String) -> Void = { print($0) }
     /// Latents for the verification inputs (x1 of x_t); Gaussian when nil.
     public var verificationData: (latents: [Float], labels: [Int32], count: Int)?
@@ -43,12 +45,24 @@ public struct FromDiTJob {
         return "\(stem)-ppf\(levels)" + (format == .native ? "" : ".pt")
     }
 
+    /// The output path this job writes (or checks).
+    public var outputPath: String { output ?? Self.defaultOutput(for: sourcePath, levels: options.levels, format: format) }
+
+    /// Refuses, before any work, an output that exists (unless `force`) or that the toolkit did not write.
+    public func checkOutput() throws {
+        if mode == .write { try format.checkOutput(outputPath, force: force) }
+    }
+
     public func run() throws -> Outcome {
+        try checkOutput()
         let source = try CheckpointLoader.load(sourcePath, weights: weights)
         let sourceHash = try CheckpointLoader.fileSHA256(sourcePath)
         let result = try FromDiT.convert(source, options: options, sourceSHA256: sourceHash)
         for warning in result.warnings { log("warning: \(warning)") }
-        let out = output ?? Self.defaultOutput(for: sourcePath, levels: options.levels, format: format)
+        if let objective = result.nativeConfig["objective"]?.stringValue {
+            log("objective: \(objective) (from \(result.nativeConfig["provenance"]?["objective_source"]?.stringValue ?? "?"))")
+        }
+        let out = outputPath
 
         var report = JSONObject([
             ("source", .string(sourcePath)),
@@ -56,6 +70,7 @@ public struct FromDiTJob {
             ("source_format", .string(source.containerDescription)),
             ("source_family", .string(source.family)),
             ("objective", result.nativeConfig["objective"] ?? .null),
+            ("objective_source", result.nativeConfig["provenance"]?["objective_source"] ?? .null),
             ("levels", .int(Int64(options.levels))),
             ("thresholds", .array(options.resolvedThresholds.map { .double($0) })),
             ("initializer", .string(options.initializer.rawValue)),

@@ -57,6 +57,13 @@ public enum RunFolder {
         return step
     }
 
+    /// The entries of `folder` a run writes, when it is a run folder (its recipe.json carries the
+    /// recipe hash the trainer records); nil otherwise.
+    public static func toolkitEntries(in folder: String) -> Set<String>? {
+        guard let recipe = try? JSON.parse(file: "\(folder)/recipe.json"), recipe["recipe_sha256"]?.stringValue != nil else { return nil }
+        return Set(["recipe.json", "metrics.jsonl", "summary.json", "checkpoints", "final"] + (0..<8).map { "loss-level-\($0).svg" })
+    }
+
     /// Removes all but the newest `keep` step checkpoints.
     public static func prune(_ run: String, keep: Int) {
         let all = checkpoints(run)

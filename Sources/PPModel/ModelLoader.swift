@@ -13,8 +13,14 @@ public struct LoadedModel {
 public enum ModelLoader {
     /// Loads `path`, infers the configuration (weights plus metadata; `heads` when no metadata says)
     /// and fills the parameter layout.
-    public static func load(_ path: String, weights: WeightsChoice? = nil, heads: Int? = nil) throws -> LoadedModel {
-        let checkpoint = try CheckpointLoader.load(path, weights: weights)
+    /// `objective`: what the user says the model predicts, for checkpoints without metadata (it must agree
+    /// with metadata that speaks); `requireObjective`: refuse, before the weights are read, a checkpoint
+    /// whose objective is still unknown (the sampler and the trainer need it).
+    public static func load(_ path: String, weights: WeightsChoice? = nil, heads: Int? = nil,
+                            objective: Objective? = nil, requireObjective: Bool = false) throws -> LoadedModel {
+        let given = objective == .unknown ? nil : objective
+        var checkpoint = try CheckpointLoader.load(path, weights: weights, requireObjective: requireObjective && given == nil)
+        try checkpoint.applyGivenObjective(given)
         let config = try configuration(of: checkpoint, heads: heads)
         let parameters = try ModelParameters(config: config, tensors: try completeTensors(checkpoint, config: config))
         return LoadedModel(checkpoint: checkpoint, config: config, parameters: parameters)

@@ -211,3 +211,74 @@ public enum FileOutput {
 private func ppflow_renameat2(_ oldDirectory: Int32, _ old: UnsafePointer<CChar>, _ newDirectory: Int32,
                               _ new: UnsafePointer<CChar>, _ flags: UInt32) -> Int32
 #endif
+
+/// The rule every command applies to its outputs before it starts work: nothing the toolkit did not
+/// write is ever replaced or deleted. A path that exists is refused unless `force`; a folder is replaced
+/// only when it is empty or is an earlier output of the toolkit (recognised by its owner, see
+/// `toolkitEntries`), and even with `force` a folder that also holds other files is refused, naming them.
+public enum OutputTarget {
+    public enum Kind: Sendable { case file, folder }
+
+    /// Checks `path` as an output of `kind`. `toolkitEntries(folder)` returns the names of the entries
+    /// the toolkit writes in such a folder when it recognises the folder as its own output, nil when it
+    /// does not. `createParents`: the command creates missing parent folders itself (run folders);
+    /// otherwise the parent folder must exist.
+    public static func check(_ path: String, kind: Kind, force: Bool,
+                             createParents: Bool = false,
+                             toolkitEntries: (String) -> Set<String>? = { _ in nil }) throws {
+        guard !path.isEmpty else { throw PPError(.usage, "an empty output path") }
+        var st = stat()
+        guard lstat(path, &st) == 0 else {
+            let parent = FileOutput.directory(of: path)
+            guard !createParents else { return }
+            var ps = stat()
+            guard stat(parent, &ps) == 0, (ps.st_mode & S_IFMT) == S_IFDIR else {
+                throw PPError(.outputRefused, file: path, "its folder \(parent) does not exist")
+            }
+            guard access(parent, W_OK) == 0 else {
+                throw PPError(.outputRefused, file: path, "its folder \(parent) is not writable")
+            }
+            return
+        }
+        let isFolder = (st.st_mode & S_IFMT) == S_IFDIR
+        switch (kind, isFolder) {
+        case (.file, true):
+            throw PPError(.outputRefused, file: path, "is a folder; this output is a file")
+        case (.folder, false):
+            throw PPError(.outputRefused, file: path, "exists and is not a folder; not replacing it")
+        case (.file, false):
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw PPError(.outputRefused, file: path, "exists and is not a regular file; not replacing it") }
+            if !force { throw PPError(.outputRefused, file: path, "exists; pass --force to replace it") }
+        case (.folder, true):
+            let entries = listFolder(path)
+            if entries.isEmpty { return }
+            guard let owned = toolkitEntries(path) else {
+                throw PPError(.outputRefused, file: path, "a folder the toolkit did not write (it holds \(sample(entries))); not replacing it: choose another output")
+            }
+            let foreign = entries.filter { !owned.contains($0) }
+            if !foreign.isEmpty {
+                throw PPError(.outputRefused, file: path, "holds files the toolkit did not write (\(sample(foreign))); not replacing it, even with --force: move them away or choose another output")
+            }
+            if !force { throw PPError(.outputRefused, file: path, "holds an earlier output of the toolkit; pass --force to replace it") }
+        }
+    }
+
+    /// Names in a folder, sorted, without `.` and `..` (and without the toolkit's own temporaries of
+    /// dead processes, which `FileOutput` removes anyway).
+    public static func listFolder(_ path: String) -> [String] {
+        guard let d = opendir(path) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let entry = readdir(d) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    private static func sample(_ names: [String]) -> String {
+        names.count <= 3 ? names.joined(separator: ", ") : names.prefix(3).joined(separator: ", ") + " and \(names.count - 3) more"
+    }
+}

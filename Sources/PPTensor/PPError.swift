@@ -8,6 +8,25 @@ public struct PPError: Error, CustomStringConvertible, Sendable, Equatable {
         case io             // reading or writing failed (exit 74)
         case mismatch       // a verification or comparison failed (exit 1)
         case unsupported    // a valid input the toolkit cannot handle yet (exit 69)
+        case outputRefused  // an output that would replace what the toolkit did not write, or cannot be created (exit 73)
+    }
+
+    /// Every exit code the executables use, in one list: `--help`, the README and docs/CLI.md show it.
+    public static let exitCodes: [(code: Int32, meaning: String)] = [
+        (0, "success"),
+        (1, "a verification or comparison failed"),
+        (64, "usage error"),
+        (65, "bad input (the message names the file, the entry and the problem)"),
+        (66, "missing input"),
+        (69, "a valid input the toolkit cannot handle"),
+        (70, "internal error (a bug: please report it)"),
+        (73, "output refused (it exists and --force was not given, holds files the toolkit did not write, or its folder is missing)"),
+        (74, "reading or writing failed"),
+    ]
+
+    /// The list above as one sentence, for help texts.
+    public static var exitCodeSummary: String {
+        "Exit codes: " + exitCodes.map { "\($0.code) \($0.meaning)" }.joined(separator: "; ") + "."
     }
 
     public var kind: Kind
@@ -42,6 +61,7 @@ public struct PPError: Error, CustomStringConvertible, Sendable, Equatable {
         case .io: return 74
         case .mismatch: return 1
         case .unsupported: return 69
+        case .outputRefused: return 73
         }
     }
 

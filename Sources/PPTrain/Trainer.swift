@@ -127,7 +127,7 @@ public final class FineTuneRun {
     static func startModel(_ recipe: Recipe, log: (String) -> Void) throws -> (ModelConfig, [Float], JSONObject) {
         switch recipe.start {
         case .checkpoint(let path, let heads):
-            let loaded = try ModelLoader.load(path, heads: heads)
+            let loaded = try ModelLoader.load(path, heads: heads, requireObjective: true)
             guard loaded.config.levels > 1 else {
                 throw PPError.badInput(path, "a \(loaded.checkpoint.family) model (1 level); start from a PPFlow model or use start.from_dit")
             }
@@ -378,14 +378,19 @@ public struct RunSummary {
 
 extension FineTuneRun {
     /// Creates the run folder (or checks it when resuming) and records the recipe as run.
-    public static func prepareFolder(_ folder: String, recipe: Recipe, resume: Bool) throws {
+    public static func prepareFolder(_ folder: String, recipe: Recipe, resume: Bool, force: Bool = false) throws {
         var st = stat()
         if resume {
             guard stat(folder, &st) == 0 else { throw PPError(.missingInput, file: folder, "no such run folder to resume") }
             return
         }
-        if stat(folder, &st) == 0 && RunFolder.latestCheckpoint(folder) != nil {
-            throw PPError(.usage, file: folder, "already holds a run; pass --resume \(folder) to continue it, or another --out")
+        if !force && stat(folder, &st) == 0 && RunFolder.latestCheckpoint(folder) != nil {
+            throw PPError(.outputRefused, file: folder, "already holds a run; pass --resume \(folder) to continue it, --force to start over, or another --out")
+        }
+        try OutputTarget.check(folder, kind: .folder, force: force, createParents: true, toolkitEntries: RunFolder.toolkitEntries)
+        // --force on an earlier run (the check above refused anything else): remove what that run wrote.
+        if force, let owned = RunFolder.toolkitEntries(in: folder) {
+            for name in OutputTarget.listFolder(folder) where owned.contains(name) { FileOutput.removeTree("\(folder)/\(name)") }
         }
         var path = folder.hasPrefix("/") ? "" : "."
         for part in folder.split(separator: "/") {

@@ -15,11 +15,12 @@ struct PPConvertCommand: ParsableCommand {
         commandName: "ppconvert",
         abstract: "Read DiT/SiT/PPFlow checkpoints in any common form, convert DiT/SiT to PPFlow, verify, compare.",
         discussion: """
-            SOURCE/PATH may be a torch .pt (bare state dict or train checkpoint), a safetensors file, a sharded
-            safetensors folder, a diffusers folder, a native PPFlow folder, or a zip of any of these. Formats are
-            detected by content. Exit codes: 0 ok, 1 verification/diff mismatch, 64 usage, 65 bad input,
-            66 missing input, 74 I/O error.
-            """,
+            SOURCE/PATH may be a torch .pt (bare state dict or train checkpoint), a safetensors file, a sharded \
+            safetensors folder, a diffusers folder, a native PPFlow folder, or a zip of any of these. Formats are \
+            detected by content. An output that exists is replaced only with --force, and never when it holds \
+            files the toolkit did not write.
+
+            """ + PPError.exitCodeSummary,
         subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self, BenchIO.self])
 }
 
@@ -37,6 +38,12 @@ struct SourceOptions: ParsableArguments {
 }
 
 extension WeightsChoice: ExpressibleByArgument {}
+
+/// The two outputs `from-dit` writes (a subset of `OutputFormat`, so `--help` lists exactly these).
+enum ModelOutputFormat: String, CaseIterable, ExpressibleByArgument {
+    case native, torch
+    var outputFormat: OutputFormat { self == .native ? .native : .torch }
+}
 extension OutputFormat: ExpressibleByArgument {}
 extension OutputDType: ExpressibleByArgument {}
 extension InitializerKind: ExpressibleByArgument {}
@@ -84,10 +91,17 @@ extension PPConvertCommand {
         @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
         @Flag(name: .customLong("no-source-hash"), help: "Native output: do not hash the source for the provenance (recorded as null); saves a pass over it.")
         var noSourceHash = false
+        @Flag(help: "Replace the output if it exists (only a file, or a native folder the toolkit wrote).") var force = false
+        @Option(help: "velocity (SiT) or epsilon (DiT), when the source's metadata does not say (needed for native and torch-train outputs).") var objective: String?
         @OptionGroup var source: SourceOptions
+
+        func validate() throws {
+            if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
+        }
 
         func run() throws {
             CLI.run("ppconvert convert") {
+                try format.checkOutput(output, force: force)
                 if TrainingRunExport.isRunFolder(input) {
                     guard format == .torchTrain else {
                         throw PPError(.usage, file: input, "a ppfinetune run folder: convert its checkpoint folder (\(input)/final or checkpoints/step-*) or use --format torch-train")
@@ -96,7 +110,10 @@ extension PPConvertCommand {
                     print("wrote \(output) (torch-train) from \(exported.checkpoint), step \(exported.step): model = raw weights, ema, AdamW state")
                     return 0
                 }
-                let loaded = try source.load(input)
+                var loaded = try source.load(input)
+                try loaded.applyGivenObjective(objective.flatMap(Objective.init(userName:)))
+                // Native folders and train checkpoints record the objective; it is settled before writing.
+                if format == .native || format == .torchTrain { try loaded.requireKnownObjective() }
                 let bar = Progress("writing MiB", total: 0)
                 let summary = try ContainerConversion.run(loaded, to: output, format: format, dtype: dtype,
                                                           sourceSHA256: noSourceHash ? nil : { try CheckpointLoader.fileSHA256(input) }, heads: heads,
@@ -158,8 +175,9 @@ extension PPConvertCommand {
         @Option(help: "Output dtype: keep | f32 | f16 | bf16.") var dtype: OutputDType = .keep
         @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
         @Option(help: "Output folder (native) or file (torch). Default: <source>-ppf<levels>.") var out: String?
-        @Option(help: "native | torch") var format: OutputFormat = .native
+        @Option(help: "native (a folder) or torch (a .pt for the official sample.py).") var format: ModelOutputFormat = .native
         @Option(help: "Write a JSON report to this file ('-' for stdout).") var json: String?
+        @Flag(help: "Replace the output (and the --json file) if they exist; only what the toolkit wrote is replaced.") var force = false
         @Flag(help: "Print the plan (tensors copied, derived, dropped, output size) and write nothing.") var dryRun = false
         @Flag(help: "Compare an existing output with a fresh conversion; exit 1 if it differs. Writes nothing.") var check = false
         @Flag(name: .customLong("no-verify"), help: "Skip running source and converted model.") var noVerify = false
@@ -168,7 +186,6 @@ extension PPConvertCommand {
         func validate() throws {
             if dryRun && check { throw ValidationError("--dry-run and --check exclude each other") }
             if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
-            if format != .native && format != .torch { throw ValidationError("--format must be native or torch") }
             if `init` == .calibrated && data == nil { throw ValidationError("--init calibrated needs --data LATENTS") }
             if let calibrationSamples, calibrationSamples < 1 { throw ValidationError("--calibration-samples must be positive") }
             if !(ridge >= 0) { throw ValidationError("--ridge must be >= 0") }
@@ -200,9 +217,12 @@ extension PPConvertCommand {
                 var job = FromDiTJob(sourcePath: source, options: options)
                 job.weights = sourceOptions.weights
                 job.output = out
-                job.format = format
+                job.format = format.outputFormat
                 job.verify = !noVerify
                 job.mode = dryRun ? .dryRun : check ? .check : .write
+                job.force = force
+                try job.checkOutput()
+                if let json, json != "-" { try OutputTarget.check(json, kind: .file, force: force) }
                 if let data {
                     let probe = try CheckpointLoader.load(source, weights: sourceOptions.weights)
                     let config = try ModelLoader.configuration(of: probe, heads: heads)

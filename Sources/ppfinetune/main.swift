@@ -1,6 +1,7 @@
 import ArgumentParser
 import PPCheckpoint
 import PPCLI
+import PPJSON
 import PPKernels
 import PPModel
 import PPTensor
@@ -11,13 +12,15 @@ struct PPFinetuneCommand: ParsableCommand {
         commandName: "ppfinetune",
         abstract: "Fine-tune a PPFlow model from a recipe (recipes/*.json), check a recipe, or run one gradient-parity step.",
         discussion: """
-            ppfinetune --recipe recipes/digits-ppf2.json [--out DIR] [--steps N] [--seed S] [--threads T]
-            ppfinetune --recipe recipes/digits-ppf2.json --resume RUN_DIR
-            ppfinetune validate --recipe recipes/digits-ppf2.json
-            ppfinetune step MODEL --batch BATCH.safetensors --lr 1e-3 --ema-decay 0.99 --out OUT.safetensors
-            Recipes are documented field by field in docs/RECIPES.md. Exit codes: 0 ok, 1 training stopped
-            (non-finite loss), 64 usage, 65 bad input, 66 missing input, 74 I/O error.
-            """,
+            Examples:
+              ppfinetune --recipe recipes/digits-ppf2.json [--out DIR] [--steps N] [--seed S] [--threads T]
+              ppfinetune --recipe recipes/digits-ppf2.json --resume RUN_DIR
+              ppfinetune validate --recipe recipes/digits-ppf2.json
+              ppfinetune step MODEL --batch BATCH.safetensors --lr 1e-3 --ema-decay 0.99 --out OUT.safetensors
+
+            Recipes are documented field by field in docs/RECIPES.md. Exit code 1 means training stopped on a non-finite loss.
+
+            """ + PPError.exitCodeSummary,
         subcommands: [Train.self, Validate.self, Step.self, BenchStep.self],
         defaultSubcommand: Train.self)
 }
@@ -38,10 +41,12 @@ extension PPFinetuneCommand {
         static let configuration = CommandConfiguration(
             abstract: "One training step on a given batch (no label dropout), written as loss, grads, weights after AdamW and EMA.",
             discussion: """
-                BATCH holds x1 [B,C,S,S] (data), x0 [B,C,S,S] (noise), t [B] (0 = noise, 1 = data), y [B] (labels).
-                OUT gets loss [1], per_sample_loss [B], grad.<key>, after.<key>, ema.<key>, as the official
-                fixtures ref_ppf{2,3}_train_step.safetensors. --attention official reproduces the official trainer's
-                packing of coarse samples (they attend to each other there; see docs/RECIPES.md).
+                BATCH holds x1 [B,C,S,S] (data), x0 [B,C,S,S] (noise), t [B] (0 = noise, 1 = data), y [B] (labels). \
+                OUT gets loss [1], per_sample_loss [B], grad.<key>, after.<key>, ema.<key>, as the official \
+                fixtures ref_ppf{2,3}_train_step.safetensors.
+
+                --attention official reproduces the official trainer's packing of coarse samples (they attend to \
+                each other there; see docs/RECIPES.md).
                 """)
 
         @Argument(help: "The model (any checkpoint the toolkit reads).") var model: String
@@ -49,6 +54,7 @@ extension PPFinetuneCommand {
         @Option(help: "AdamW learning rate.") var lr: Float
         @Option(name: .customLong("ema-decay"), help: "EMA decay.") var emaDecay: Float
         @Option(help: "The output safetensors file.") var out: String
+        @Flag(help: "Replace OUT if it exists.") var force = false
         @Option(name: .customLong("weight-decay"), help: "AdamW weight decay.") var weightDecay: Float = 0
         @Option(help: "per-sample (correct, default) or official (the official trainer's packing).") var attention: AttentionScope = .perSample
         @Option(help: "Attention heads when no metadata says.") var heads: Int?
@@ -57,6 +63,7 @@ extension PPFinetuneCommand {
         func run() throws {
             CLI.run("ppfinetune step") {
                 if let threads { Parallel.setThreads(threads) }
+                try OutputTarget.check(out, kind: .file, force: force)
                 let loaded = try ModelLoader.load(model, heads: heads)
                 let tensors = try TensorFiles.read(path: batch)
                 func need(_ name: String) throws -> TensorView {
@@ -94,7 +101,7 @@ struct RecipeOptions: ParsableArguments {
             guard let eq = a.firstIndex(of: "=") else { throw PPError(.usage, entry: "--set", "'\(a)': expected key=value") }
             overrides.append((String(a[..<eq]), String(a[a.index(after: eq)...])))
         }
-        if let out { overrides.append(("output", "\"" + out + "\"")) }
+        if let out { overrides.append(("output", JSON.serialize(.string(out), pretty: false))) }
         if let steps { overrides.append(("steps", String(steps))) }
         if let seed { overrides.append(("seed", String(seed))) }
         if let threads { overrides.append(("threads", String(threads))) }
@@ -111,12 +118,17 @@ extension PPFinetuneCommand {
         static let configuration = CommandConfiguration(commandName: "train", abstract: "Fine-tune from a recipe (the default command).")
         @OptionGroup var options: RecipeOptions
         @Option(help: "Continue the run in this folder from its newest checkpoint (same recipe).") var resume: String?
+        @Flag(help: "Start over in a folder that holds an earlier run (only what the toolkit wrote is removed; a folder holding other files is refused).") var force = false
+
+        func validate() throws {
+            if force && resume != nil { throw ValidationError("--force starts a run over; --resume continues one: give one of them") }
+        }
 
         func run() throws {
             CLI.run("ppfinetune") {
                 let recipe = try options.load()
                 let folder = resume ?? recipe.output
-                try FineTuneRun.prepareFolder(folder, recipe: recipe, resume: resume != nil)
+                try FineTuneRun.prepareFolder(folder, recipe: recipe, resume: resume != nil, force: force)
                 let started = CLI.now()
                 let job = try FineTuneRun(recipe: recipe, folder: folder, resume: resume != nil) { print($0) }
                 if let from = job.resumedFrom { print("resuming from \(from) at step \(job.step)") }

@@ -17,7 +17,8 @@ struct PPSampleCommand: ParsableCommand {
               ppsample digits-sit-ppf2 --per-class 8 --png grid.png                 # 80 digits, one row per class
               ppsample ppf-xl-2 --steps 50 --cfg-scales 1,3 --labels 207,360 --out s.safetensors
               ppsample ppf2.pt --heads 4 --noise z.safetensors --sampler heun --steps 7   # parity with the official sampler
-            """,
+
+            """ + PPError.exitCodeSummary,
         subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self],
         defaultSubcommand: Sample.self)
 }
@@ -41,10 +42,10 @@ struct ModelOptions: ParsableArguments {
     @Flag(name: .customLong("no-verify-hash"), help: "Do not check native checkpoints against the sha256 in their config.json.")
     var noVerifyHash = false
 
-    func load(_ path: String) throws -> LoadedModel {
+    func load(_ path: String, objective: Objective? = nil, requireObjective: Bool = false) throws -> LoadedModel {
         if let threads { Parallel.setThreads(threads) }
         CheckpointLoader.verifyNativeHashes = !noVerifyHash
-        return try ModelLoader.load(path, weights: weights, heads: heads)
+        return try ModelLoader.load(path, weights: weights, heads: heads, objective: objective, requireObjective: requireObjective)
     }
 }
 
@@ -54,12 +55,15 @@ extension PPSampleCommand {
             commandName: "sample",
             abstract: "Sample with the fixed-grid ODE solvers of the official sampler (torchdiffeq on linspace(0, 1, N)).",
             discussion: """
-                --steps N is the number of time points of the official grid linspace(0, 1, N) (N-1 solver steps), as
-                in the official sample.py. The pyramid level is picked per model evaluation from its t. Velocity
-                models (SiT/PPFlow) are integrated directly; epsilon models (DiT) through the exact change of
-                variables to flow time; models whose objective is unknown are refused. Guidance skips the
-                unconditional pass wherever the level's scale is 1. 4-channel VAE latents are written as latents:
-                decoding needs a VAE the toolkit does not bundle.
+                --steps N is the number of time points of the official grid linspace(0, 1, N) (N-1 solver steps), as \
+                in the official sample.py. The pyramid level is picked per model evaluation from its t. Velocity \
+                models (SiT/PPFlow) are integrated directly; epsilon models (DiT) through the exact change of \
+                variables to flow time; models whose objective is unknown are refused. Guidance skips the \
+                unconditional pass wherever the level's scale is 1.
+
+                Outputs are what you ask for: --out (latents) and/or --png (a grid, one labelled row per class, for \
+                1- or 3-channel models); with neither, --out samples.safetensors. Existing outputs are replaced only \
+                with --force. 4-channel VAE latents are written as latents.
                 """)
 
         @Argument(help: "The model: any checkpoint ppconvert reads (native folders carry their objective and guidance).") var model: String
@@ -72,8 +76,9 @@ extension PPSampleCommand {
         @Option(help: "Seed of the noise.") var seed: UInt64 = 0
         @Option(help: "Start from this noise: z [B,C,H,W] (and y [B] int64 if present).") var noise: String?
         @Option(help: "Samples per model call (large runs go in chunks).") var batch = 64
-        @Option(help: "Output latents: samples [B,C,H,W], labels [B].") var out = "samples.safetensors"
-        @Option(help: "Also write a PNG grid, one row per class (1- or 3-channel latents).") var png: String?
+        @Option(help: "Output latents: samples [B,C,H,W], labels [B] (default samples.safetensors when no --png is given).") var out: String?
+        @Option(help: "Write a PNG grid, one labelled row per class (1- or 3-channel latents).") var png: String?
+        @Flag(help: "Replace existing output files.") var force = false
         @Option(help: "PNG pixel upscale factor.") var upscale = 4
         @Option(help: "Objective when the checkpoint does not record one: velocity | epsilon.") var objective: String?
         @Flag(help: "Print a JSON report (timings, model evaluations) on stdout.") var json = false
@@ -88,14 +93,22 @@ extension PPSampleCommand {
             if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
         }
 
+        /// The latents file to write: the one asked for, or the default when nothing else was asked.
+        var latentsOutput: String? { out ?? (png == nil ? "samples.safetensors" : nil) }
+
         func run() throws {
             CLI.run("ppsample") {
                 let start = CLI.now()
-                let loaded = try modelOptions.load(model)
+                // Every output location is checked before the model is loaded.
+                for path in [latentsOutput, png].compactMap({ $0 }) { try OutputTarget.check(path, kind: .file, force: force) }
+                if latentsOutput == png { throw PPError(.usage, entry: "--png", "the PNG and the latents would be the same file") }
+                let loaded = try modelOptions.load(model, objective: self.objective.flatMap(Objective.init(userName:)), requireObjective: true)
                 let config = loaded.config
+                if let png, config.inChannels != 1 && config.inChannels != 3 {
+                    throw PPError(.usage, file: png, "\(config.inChannels)-channel latents cannot be shown as a picture without a VAE decoder; write them with --out")
+                }
                 let net = loaded.makeModel()
-                var objective = loaded.checkpoint.objective
-                if objective == .unknown, let given = self.objective.flatMap(Objective.init(userName:)) { objective = given }
+                let objective = loaded.checkpoint.objective
                 let guidanceConfig = loaded.checkpoint.nativeConfig?["guidance"]
                 let scales: [Float]? = try cfgScales.map { try CLI.numbers($0, flag: "--cfg-scales", as: Float.self) } ?? guidanceConfig?["scales"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) }
                 let channels = cfgChannels ?? (guidanceConfig?["channels"]?.stringValue == "first3" ? .first3 : .all)
@@ -130,7 +143,7 @@ extension PPSampleCommand {
                 }
                 let method = ODEMethod(name: sampler)!
                 let total = starts.count * (steps - 1)
-                let bar = Progress("sampling", total: total, enabled: !json || CLI.isTerminal)
+                let bar = Progress("sampling", total: total)
                 var samples: [Float] = [], allLabels: [Int32] = []
                 var evaluations = 0, saved = 0
                 var shape: [Int] = []
@@ -146,15 +159,14 @@ extension PPSampleCommand {
                     shape = [allLabels.count] + result.shape.dropFirst()
                 }
                 let sampleSeconds = CLI.now() - sampleStart
-                try SampleOutput.writeSafetensors(samples: samples, shape: shape, labels: allLabels, path: out)
-                var wrote = [out]
+                var wrote: [String] = []
+                if let out = latentsOutput {
+                    try SampleOutput.writeSafetensors(samples: samples, shape: shape, labels: allLabels, path: out)
+                    wrote.append(out)
+                }
                 if let png {
-                    if shape[1] == 1 || shape[1] == 3 {
-                        try SampleOutput.writePNGGrid(samples: samples, shape: shape, labels: allLabels, path: png, upscale: upscale)
-                        wrote.append(png)
-                    } else {
-                        CLI.printError("ppsample: \(png): not written: \(shape[1])-channel latents need a VAE decoder, which the toolkit does not bundle; the latents are in \(out)")
-                    }
+                    try SampleOutput.writePNGGrid(samples: samples, shape: shape, labels: allLabels, path: png, upscale: upscale)
+                    wrote.append(png)
                 }
                 if json {
                     try CLI.writeJSON(.object(JSONObject([
@@ -198,13 +210,16 @@ extension PPSampleCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run one forward pass on inputs from a safetensors file (a parity tool against another implementation).",
             discussion: """
-                IN holds x [B,C,H,W] (float), t [B] (the model's own time: flow t in [0,1] for SiT/PPFlow, DDPM
-                steps for DiT) and y [B] (int64 labels; K = the null class). OUT receives `out` [B,Cout,H,W], the
-                whole network output (for learn_sigma models the first C channels are the prediction, the rest
-                the sigma half), and `prediction` [B,C,H,W]. PPFlow models pick each sample's level from its t
-                (--level forces one). With --cfg-scales the official guided forward is run: the given batch is
-                the conditional half, guidance mixes `--cfg-channels 3` (the official code, for bit parity) or
-                `all` channels, and a level whose scale is 1 skips its unconditional pass.
+                IN holds x [B,C,H,W] (float), t [B] (the model's own time: flow t in [0,1] for SiT/PPFlow, DDPM \
+                steps for DiT) and y [B] (int64 labels; K = the null class). OUT receives `out` [B,Cout,H,W], the \
+                whole network output (for learn_sigma models the first C channels are the prediction, the rest \
+                the sigma half), and `prediction` [B,C,H,W]. PPFlow models pick each sample's level from its t \
+                (--level forces one).
+
+                With --cfg-scales the official guided forward is run: the given batch is the conditional half, \
+                guidance mixes `--cfg-channels 3` (the official code, for bit parity) or `all` channels, and a \
+                level whose scale is 1 skips its unconditional pass.
+
                 Example:
                   ppsample forward ppf2.pt --heads 4 --inputs in.safetensors --out out.safetensors --cfg-scales 1,4
                 """)
@@ -215,10 +230,12 @@ extension PPSampleCommand {
         @Option(help: "Guidance scale per level (one value = every level), e.g. 1,4.") var cfgScales: String?
         @Option(help: "Guided channels: 3 (official) or all.") var cfgChannels: GuidanceChannels = .all
         @Option(help: "Force this pyramid level for every sample.") var level: Int?
+        @Flag(help: "Replace OUT if it exists.") var force = false
         @OptionGroup var modelOptions: ModelOptions
 
         func run() throws {
             CLI.run("ppsample forward") {
+                try OutputTarget.check(out, kind: .file, force: force)
                 let loaded = try modelOptions.load(model)
                 let config = loaded.config
                 let file = try SafetensorsFile.open(inputs)
