@@ -138,6 +138,15 @@ public enum CheckpointLoader {
         loaded.extraEntries = checkpoint.describeNonTensorEntries()
         loaded.notes += notes
         applyTrainArgs(checkpoint.namespaceAttributes(key: "args"), to: &loaded)
+        if let bytes = checkpoint.descriptionBytes {
+            let record = "\(checkpoint.archiveName)/\(TorchCheckpoint.descriptionRecord)"
+            let description = try bytes.withUnsafeBytes { try JSON.parse($0, origin: "\(origin): \(record)") }
+            guard description["format"]?.stringValue == NativeCheckpoint.formatName else {
+                throw PPError.badInput(origin, entry: record, "not a \(NativeCheckpoint.formatName) description")
+            }
+            NativeCheckpoint.apply(description, to: &loaded)
+            loaded.containers.append("ppflow description")
+        }
         return loaded
     }
 
@@ -240,7 +249,7 @@ public enum CheckpointLoader {
         var loaded = LoadedCheckpoint(
             path: origin, containers: containers, weightsFile: nil, tensors: tensors, layout: layout,
             family: layout.description, objective: .unknown,
-            objectiveSource: "the weights do not say (DiT and SiT share every key); pass --objective velocity|epsilon",
+            objectiveSource: "the weights do not say: DiT and SiT share every key",
             diffusersNumerics: false, computedKeys: [], architectureHints: [:], sidecarConfig: nil, nativeConfig: nil,
             availableStateDicts: [], selectedStateDict: nil, extraEntries: [], notes: [])
         if case .ppflow = layout {

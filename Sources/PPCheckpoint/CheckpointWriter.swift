@@ -48,8 +48,12 @@ public enum OutputDType: String, CaseIterable, Sendable {
 
 public enum CheckpointWriter {
     /// Writes a bare state dict as torch.save does (`OrderedDict` root), atomically.
-    public static func writeTorchStateDict(_ tensors: TensorDict, to path: String, progress: ((Int, Int) -> Void)? = nil) throws {
-        try TorchWriter.write(.stateDict(tensors), to: path, archiveName: archiveName(for: path), progress: progress)
+    /// `config`: the model's native config; its description (no provenance) goes into the archive so the
+    /// toolkit reads the file back with no flags (torch.load and load_state_dict ignore the record).
+    public static func writeTorchStateDict(_ tensors: TensorDict, config: JSONObject? = nil, to path: String,
+                                           progress: ((Int, Int) -> Void)? = nil) throws {
+        try TorchWriter.write(.stateDict(tensors), to: path, archiveName: archiveName(for: path),
+                              description: config.map(NativeCheckpoint.descriptionRecord), progress: progress)
     }
 
     /// Writes one safetensors file with diffusers/transformers' `{"format": "pt"}` metadata plus `extra`.

@@ -31,6 +31,22 @@ public enum NativeCheckpoint {
         return hash
     }
 
+    /// What the weights file says about itself: the config without provenance and hashes (so it is the
+    /// same whatever the source's path, and computable before the weights are hashed).
+    public static func description(of config: JSONObject) -> JSONObject {
+        var described = config
+        described["format"] = .string(formatName)
+        described["format_version"] = .int(formatVersion)
+        described["provenance"] = nil
+        described["model_sha256"] = nil
+        return described
+    }
+
+    /// `description(of:)` as the bytes of a `.pt`'s description record (sorted keys: deterministic).
+    public static func descriptionRecord(of config: JSONObject) -> [UInt8] {
+        Array((JSON.serialize(.object(description(of: config)), pretty: true, sortKeys: true) + "\n").utf8)
+    }
+
     /// Writes the two files into an existing (temporary) folder.
     public static func writeContents(tensors: TensorDict, config: JSONObject, into folder: String,
                                      completeConfig: ((inout JSONObject) throws -> Void)? = nil,
@@ -39,9 +55,7 @@ public enum NativeCheckpoint {
         withFormat["format"] = .string(formatName)
         withFormat["format_version"] = .int(formatVersion)
         withFormat["model_sha256"] = nil
-        var described = withFormat
-        described["provenance"] = nil
-        let metadata = [(metadataKey, JSON.serialize(.object(described), pretty: false, sortKeys: true))]
+        let metadata = [(metadataKey, JSON.serialize(.object(description(of: withFormat)), pretty: false, sortKeys: true))]
         let weightsPath = "\(folder)/\(weightsFileName)"
         let hash = try SafetensorsWriter.write(tensors, metadata: metadata, to: weightsPath, progress: progress)
         try completeConfig?(&withFormat)
@@ -84,6 +98,13 @@ public enum NativeCheckpoint {
         let file = try SafetensorsFile.parse(storage, origin: tree.displayPath(rel))
         var loaded = CheckpointLoader.describe(file.tensors, containers: [formatName, "safetensors"], origin: tree.origin)
         loaded.weightsFile = rel
+        apply(config, to: &loaded)
+        return loaded
+    }
+
+    /// Takes architecture, objective, numerics, family and pyramid from a native config (or a `.pt`'s
+    /// description record).
+    static func apply(_ config: JSONValue, to loaded: inout LoadedCheckpoint) {
         loaded.nativeConfig = config
         loaded.sidecarConfig = config
         if let architecture = config["architecture"]?.objectValue {
@@ -95,7 +116,6 @@ public enum NativeCheckpoint {
         }
         if config["time_features"]?.stringValue == "diffusers" { loaded.diffusersNumerics = true }
         if let family = config["family"]?.stringValue { loaded.family = family }
-        return loaded
     }
 
     /// sha256 of a file, streamed through the mapping with flat memory.

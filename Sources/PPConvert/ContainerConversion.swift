@@ -17,6 +17,30 @@ public enum ContainerConversion {
         try ModelLoader.configuration(of: source, heads: heads)
     }
 
+    /// The native config of `source`: its own (a native folder, a described `.pt`), else one built from
+    /// the inferred architecture with the paper's guidance defaults and a container-conversion provenance.
+    static func nativeConfig(of source: LoadedCheckpoint, heads: Int?) throws -> JSONObject {
+        let config = try modelConfig(of: source, heads: heads)
+        let provenance = JSONObject([
+            ("tool", .string(FromDiT.toolVersion)),
+            ("source", .object(JSONObject([
+                ("file", .string(FileOutput.baseName(of: source.path))),
+                ("format", .string(source.containerDescription)),
+                ("sha256", .null),
+            ]))),
+            ("initializer", .object(JSONObject([("name", .string("none (container conversion)"))]))),
+            ("objective_source", .string(source.objectiveSource)),
+        ])
+        if var existing = source.nativeConfig?.objectValue {
+            existing["model_sha256"] = nil
+            if existing["provenance"] == nil { existing["provenance"] = .object(provenance) }
+            return existing
+        }
+        let family = config.levels > 1 ? "PPFlow-\(config.levels)" : source.family
+        let scales: [Double] = config.levels == 3 ? [1.0, 3.5, 3.75] : config.levels == 2 ? [1.0, 3.0] : [4.0]
+        return FromDiT.nativeConfig(for: config, objective: source.objective, cfgScales: scales, family: family, provenance: provenance)
+    }
+
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
                            sourceSHA256: (() throws -> String?)? = nil, heads: Int? = nil,
                            progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
@@ -29,32 +53,16 @@ public enum ContainerConversion {
             try CheckpointWriter.writeSafetensors(tensors, to: output, progress: progress)
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
         case .torch:
-            try CheckpointWriter.writeTorchStateDict(tensors, to: output, progress: progress)
+            // Described when the architecture is known, so the toolkit reads the file back without flags.
+            let config = try? nativeConfig(of: source, heads: heads)
+            try CheckpointWriter.writeTorchStateDict(tensors, config: config, to: output, progress: progress)
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
         case .torchTrain:
             let config = try modelConfig(of: source, heads: heads)
             try TrainCheckpointExport.write(model: tensors, ema: tensors, config: config, objective: source.objective, to: output)
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: nil)
         case .native:
-            let config = try modelConfig(of: source, heads: heads)
-            var native: JSONObject
-            if let existing = source.nativeConfig?.objectValue {
-                native = existing
-                native["model_sha256"] = nil
-            } else {
-                let family = config.levels > 1 ? "PPFlow-\(config.levels)" : source.family
-                let scales: [Double] = config.levels == 3 ? [1.0, 3.5, 3.75] : config.levels == 2 ? [1.0, 3.0] : [4.0]
-                native = FromDiT.nativeConfig(for: config, objective: source.objective, cfgScales: scales, family: family, provenance: JSONObject([
-                    ("tool", .string(FromDiT.toolVersion)),
-                    ("source", .object(JSONObject([
-                        ("file", .string(FileOutput.baseName(of: source.path))),
-                        ("format", .string(source.containerDescription)),
-                        ("sha256", .null),
-                    ]))),
-                    ("initializer", .object(JSONObject([("name", .string("none (container conversion)"))]))),
-                    ("objective_source", .string(source.objectiveSource)),
-                ]))
-            }
+            let native = try nativeConfig(of: source, heads: heads)
             // The source's hash runs on the second core while the weights are written.
             let sourceHash = BackgroundValue { try sourceSHA256?() }
             let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output, completeConfig: { config in

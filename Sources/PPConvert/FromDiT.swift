@@ -87,7 +87,7 @@ public enum FromDiT {
         if objective == .unknown {
             // Settled here, once: a converted model whose objective is unknown cannot be sampled or trained.
             throw PPError(.usage, file: source.path, entry: "objective",
-                "unknown (\(source.objectiveSource)); pass --objective velocity for SiT weights or --objective epsilon for DiT weights")
+                "unknown (\(source.objectiveSource)); pass --objective velocity for SiT weights, --objective epsilon for DiT weights")
         }
 
         let heads = options.heads ?? source.numHeads

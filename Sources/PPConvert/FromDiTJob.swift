@@ -133,7 +133,7 @@ public struct FromDiTJob {
         case .native:
             return try NativeCheckpoint.write(tensors: result.tensors, config: result.nativeConfig, to: path)
         case .torch:
-            try CheckpointWriter.writeTorchStateDict(result.tensors, to: path)
+            try CheckpointWriter.writeTorchStateDict(result.tensors, config: result.nativeConfig, to: path)
             return try NativeCheckpoint.sha256(ofFile: path)
         case .safetensors:
             try CheckpointWriter.writeSafetensors(result.tensors, to: path)

@@ -1,4 +1,5 @@
 import PPCheckpoint
+import PPJSON
 import PPModel
 import PPTensor
 import PPTorchFormat
@@ -103,6 +104,11 @@ public enum TrainCheckpointExport {
             ])),
             ("args", args),
         ])
-        try TorchWriter.write(root, to: path, archiveName: CheckpointWriter.archiveName(for: path))
+        // The toolkit's description record: the file reads back with no flags (heads, objective, pyramid).
+        let scales = cfgScales ?? (config.levels == 3 ? [1.0, 3.5, 3.75] : config.levels == 2 ? [1.0, 3.0] : [4.0])
+        let family = config.levels > 1 ? "PPFlow-\(config.levels)" : (objective == .epsilon ? "DiT" : "SiT")
+        let description = FromDiT.nativeConfig(for: config, objective: objective, cfgScales: scales, family: family, provenance: JSONObject())
+        try TorchWriter.write(root, to: path, archiveName: CheckpointWriter.archiveName(for: path),
+                              description: NativeCheckpoint.descriptionRecord(of: description))
     }
 }

@@ -122,8 +122,10 @@ public struct Verification {
         ]))
     }
 
+    /// The inputs line first: the numbers depend on them (`ppconvert verify` gives the same numbers as
+    /// `from-dit` only on the same inputs).
     public func lines() -> [String] {
-        levels.map { r in
+        ["verification inputs: \(inputs)"] + levels.map { r in
             let verdict = r.required ? (r.passed ? "ok (must match the source)" : "FAILED (must match the source to \(Verification.finestTolerance))")
                                      : "deviation from the source (warm start; fine-tuning closes it)"
             let baseline = r.repeatRelativeError.map { " (repeat rule: \($0), ratio \((r.relativeError / max($0, 1e-30) * 1000).rounded() / 1000))" } ?? ""

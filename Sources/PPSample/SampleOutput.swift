@@ -16,8 +16,9 @@ public enum SampleOutput {
     /// A grid image of 1- or 3-channel samples [B, C, H, W] with values in [-1, 1] mapped to 0...255 (clamped):
     /// one row per class (in ascending label order), that class's samples left to right in batch order,
     /// black where a row is shorter; every pixel repeated `upscale`×`upscale` times, `padding` black pixels
-    /// (before upscaling) between cells.
-    public static func gridPixels(samples: [Float], shape: [Int], labels: [Int32], upscale: Int = 1, padding: Int = 1)
+    /// (before upscaling) between cells. With `rowLabel`, a margin on the left names each row (white text).
+    public static func gridPixels(samples: [Float], shape: [Int], labels: [Int32], upscale: Int = 1, padding: Int = 1,
+                                  rowLabel: ((Int32) -> String)? = nil)
         throws -> (pixels: [UInt8], width: Int, height: Int, channels: Int) {
         guard shape.count == 4, shape.reduce(1, *) == samples.count, labels.count == shape[0] else {
             throw PPError(.usage, "samples shape \(shape) with \(samples.count) values and \(labels.count) labels")
@@ -30,14 +31,23 @@ public enum SampleOutput {
         let classes = Array(Set(labels)).sorted()
         let rows = classes.map { label in (0..<batch).filter { labels[$0] == label } }  // sample indices per grid row
         let columns = rows.map(\.count).max() ?? 0
-        let gridWidth = (columns * (width + padding) + padding) * upscale
+        // Label text: as tall as a cell allows (at most 2 font pixels per sample pixel), at least 1.
+        let texts = classes.map { rowLabel?($0) ?? "" }
+        let textScale = max(1, min(2 * upscale, height * upscale / (RowLabels.glyphHeight + 1)))
+        let margin = rowLabel == nil ? 0 : ((texts.map(RowLabels.width).max() ?? 0) + 1) * textScale  // output pixels
+        let gridWidth = (columns * (width + padding) + padding) * upscale + margin
         let gridHeight = (rows.count * (height + padding) + padding) * upscale
         var pixels = [UInt8](repeating: 0, count: gridWidth * gridHeight * channels)  // [gridHeight, gridWidth, channels]
+        for (row, text) in texts.enumerated() where !text.isEmpty {
+            let top = (padding + row * (height + padding)) * upscale + (height * upscale - RowLabels.glyphHeight * textScale) / 2
+            RowLabels.draw(text, into: &pixels, width: gridWidth, height: gridHeight, channels: channels,
+                           left: textScale, top: top, scale: textScale)
+        }
         let plane = height * width
         for (row, members) in rows.enumerated() {
             for (column, sample) in members.enumerated() {
                 let top = (padding + row * (height + padding)) * upscale
-                let left = (padding + column * (width + padding)) * upscale
+                let left = margin + (padding + column * (width + padding)) * upscale
                 for h in 0..<height { for w in 0..<width { for c in 0..<channels {
                     let value = samples[sample * channels * plane + c * plane + h * width + w]
                     let byte = toByte(value)
@@ -51,9 +61,10 @@ public enum SampleOutput {
     }
 
     /// Writes the grid of `gridPixels` as a PNG file, atomically.
-    public static func writePNGGrid(samples: [Float], shape: [Int], labels: [Int32], path: String, upscale: Int = 1, padding: Int = 1) throws {
+    public static func writePNGGrid(samples: [Float], shape: [Int], labels: [Int32], path: String, upscale: Int = 1, padding: Int = 1,
+                                    rowLabel: ((Int32) -> String)? = nil) throws {
         do {
-            let grid = try gridPixels(samples: samples, shape: shape, labels: labels, upscale: upscale, padding: padding)
+            let grid = try gridPixels(samples: samples, shape: shape, labels: labels, upscale: upscale, padding: padding, rowLabel: rowLabel)
             let png = try PNGWriter.encode(pixels: grid.pixels, width: grid.width, height: grid.height, channels: grid.channels)
             try FileOutput.writeFile(path, bytes: png)
         } catch let error as PPError { throw error.inFile(path) }

@@ -7,6 +7,13 @@ public struct TorchCheckpoint: @unchecked Sendable {
     public let root: PickleValue
     /// The archive's top folder (`sit` for `sit.pt`, `archive` for buffers).
     public let archiveName: String
+    /// The toolkit's description of the model (`<root>/\(TorchCheckpoint.descriptionRecord)`), when the
+    /// toolkit wrote the file; torch.load ignores records it does not ask for.
+    public var descriptionBytes: [UInt8]? = nil
+
+    /// The record a toolkit-written `.pt` carries its model description in (JSON: architecture, pyramid,
+    /// objective, guidance; what the native folder's config.json holds, without provenance).
+    public static let descriptionRecord = "ppflow_config.json"
 
     public static func read(path: String) throws -> TorchCheckpoint {
         try read(archive: try ZipArchive(path: path))
@@ -49,7 +56,11 @@ public struct TorchCheckpoint: @unchecked Sendable {
             try Unpickler.load(UnsafeRawBufferPointer(rebasing: pickleStorage.bytes[pickleOffset ..< pickleOffset + pickleCount]),
                                origin: origin, entry: pickleName, resolver: resolver)
         }
-        return TorchCheckpoint(path: origin, root: root, archiveName: rootName)
+        var checkpoint = TorchCheckpoint(path: origin, root: root, archiveName: rootName)
+        if let record = archive.entry(named: "\(rootName)/\(descriptionRecord)") {
+            checkpoint.descriptionBytes = try archive.bytes(of: record)
+        }
+        return checkpoint
     }
 
     /// Every dict under the root whose values are all tensors (non-empty, string keys), by path:

@@ -49,7 +49,8 @@ public enum TorchWriter {
 
     /// `archiveName` is the top folder (torch uses the file's base name without extension).
     /// `progress(bytesWritten, totalTensorBytes)` follows the tensor records.
-    public static func write(_ root: TorchWriteValue, to path: String, archiveName: String,
+    /// `description`: JSON written as the extra record `TorchCheckpoint.descriptionRecord`.
+    public static func write(_ root: TorchWriteValue, to path: String, archiveName: String, description: [UInt8]? = nil,
                              progress: ((Int, Int) -> Void)? = nil) throws {
         guard !archiveName.isEmpty, !archiveName.contains("/") else {
             throw PPError(.usage, file: path, "archive name '\(archiveName)' must be a non-empty name without '/'")
@@ -71,6 +72,7 @@ public enum TorchWriter {
             written += tensor.byteCount
             progress?(written, total)
         }
+        if let description { try zip.addRecord(name: "\(archiveName)/\(TorchCheckpoint.descriptionRecord)", bytes: description) }
         try zip.addRecord(name: "\(archiveName)/version", bytes: Array("3\n".utf8))
         try zip.addRecord(name: "\(archiveName)/.data/serialization_id", bytes: Array(serializationID(zip.records).utf8))
         try zip.finish()

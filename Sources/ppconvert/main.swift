@@ -266,6 +266,9 @@ extension PPConvertCommand {
                     repeatRule: target.nativeConfig?["provenance"]?["initializer"]?["name"]?.stringValue == "calibrated"
                         ? try FromDiT.repeatRuleParameters(of: source, like: targetConfig) : nil)
                 if json { try CLI.writeJSON(verification.json, to: "-") } else { verification.lines().forEach { print($0) } }
+                if data == nil, !json, let calibrationData = target.nativeConfig?["provenance"]?["initializer"]?["data"]?.stringValue {
+                    print("note: from-dit measured this model on held-out rows of \(calibrationData); pass --data with that file for the same numbers")
+                }
                 return verification.passed ? 0 : 1
             }
         }

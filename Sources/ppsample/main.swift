@@ -165,7 +165,9 @@ extension PPSampleCommand {
                     wrote.append(out)
                 }
                 if let png {
-                    try SampleOutput.writePNGGrid(samples: samples, shape: shape, labels: allLabels, path: png, upscale: upscale)
+                    let nullClass = Int32(config.numClasses)
+                    try SampleOutput.writePNGGrid(samples: samples, shape: shape, labels: allLabels, path: png, upscale: upscale,
+                                                  rowLabel: { $0 == nullClass ? "-" : String($0) })
                     wrote.append(png)
                 }
                 if json {

@@ -128,7 +128,7 @@ extension CommandLineTests {
                 try SafetensorsWriter.write(noise, metadata: [], to: "\(folder)/z.safetensors")
                 let r = try run("ppsample", [Paths.fixture("ppf\(levels).pt"), "--heads", "4", "--noise", "\(folder)/z.safetensors",
                                              "--sampler", sampler, "--steps", points, "--cfg-scales", scales, "--cfg-channels", "3",
-                                             "--out", "\(folder)/s.safetensors", "--json"])
+                                             "--out", "\(folder)/s.safetensors", "--force", "--json"])
                 XCTAssertEqual(r.status, 0, r.stderr)
                 let report = try JSON.parse(r.stdout, origin: "report")
                 XCTAssertEqual(report["samples"]?.intValue, Int64(half))

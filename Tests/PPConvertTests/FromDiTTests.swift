@@ -11,7 +11,8 @@ import Glibc
 #endif
 
 final class FromDiTTests: XCTestCase {
-    func convert(_ source: String, levels: Int, weights: WeightsChoice? = nil, objective: Objective? = nil) throws -> ConversionResult {
+    /// The SiT fixtures are bare state dicts: they need `--objective velocity` (the default here).
+    func convert(_ source: String, levels: Int, weights: WeightsChoice? = nil, objective: Objective? = .velocity) throws -> ConversionResult {
         var options = FromDiTOptions()
         options.levels = levels
         options.objective = objective
@@ -45,7 +46,7 @@ final class FromDiTTests: XCTestCase {
     func testDiTAndDiffusersSourcesFollowTheSameMapping() throws {
         let dit = try CheckpointLoader.load(Paths.fixture("dit.pt")).tensors
         for source in ["dit.pt", "dit_diffusers.zip"] {
-            let result = try convert(source, levels: 3, objective: source == "dit.pt" ? .epsilon : nil)
+            let result = try convert(source, levels: 3, objective: .epsilon)
             XCTAssertEqual(result.nativeConfig["objective"]?.stringValue, "epsilon", source)
             for name in dit.names where name != "pos_embed" {
                 XCTAssertEqual(result.tensors[name]!.floats(), dit[name]!.floats(), "\(source): \(name) copied")
@@ -66,12 +67,22 @@ final class FromDiTTests: XCTestCase {
     }
 
     func testObjectiveIsNeverGuessed() throws {
-        let unknown = try convert("sit.pt", levels: 2)
-        XCTAssertEqual(unknown.nativeConfig["objective"]?.stringValue, "unknown")
-        XCTAssertTrue(unknown.warnings.contains { $0.contains("--objective") })
+        // Settled at conversion: a source nothing speaks for is refused, naming the flag.
+        assertPPError(.usage, mentions: ["sit.pt", "objective", "--objective velocity"]) { try self.convert("sit.pt", levels: 2, objective: nil) }
         let given = try convert("sit.pt", levels: 2, objective: .velocity)
         XCTAssertEqual(given.nativeConfig["objective"]?.stringValue, "velocity")
+        XCTAssertEqual(given.nativeConfig["provenance"]?["objective_source"]?.stringValue, "--objective")
         XCTAssertTrue(given.warnings.isEmpty)
+        // The official release names settle it when nothing else does (SiT-* velocity, DiT-* epsilon).
+        XCTAssertEqual(CheckpointLoader.releaseNameObjective("SiT-XL-2-256.pt"), .velocity)
+        XCTAssertEqual(CheckpointLoader.releaseNameObjective("DiT-XL-2-512x512.pt"), .epsilon)
+        XCTAssertNil(CheckpointLoader.releaseNameObjective("SiT-custom.pt"))
+        XCTAssertNil(CheckpointLoader.releaseNameObjective("my-SiT-XL-2.pt"))
+        let folder = Paths.scratch(self)
+        XCTAssertEqual(link(Paths.fixture("sit.pt"), "\(folder)/SiT-B-2-256.pt"), 0)
+        let named = try CheckpointLoader.load("\(folder)/SiT-B-2-256.pt")
+        XCTAssertEqual(named.objective, .velocity)
+        XCTAssertTrue(named.objectiveSource.contains("release name"), named.objectiveSource)
         // Metadata says velocity; a contradicting flag is a usage error, not a silent override.
         assertPPError(.usage, mentions: ["--objective", "velocity"]) { try self.convert("sit_train.pt", levels: 2, objective: .epsilon) }
     }

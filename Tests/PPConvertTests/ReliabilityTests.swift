@@ -123,7 +123,7 @@ final class WriteFailureTests: XCTestCase {
         let good = ppconvertLimited(["from-dit", source, "--no-verify", "--out", "\(folder)/native"], fileSizeKiB: 1 << 20, in: logs)
         XCTAssertEqual(good.status, 0, good.stderr)
         let before = try fileBytes("\(folder)/native/model.safetensors") + fileBytes("\(folder)/native/config.json")
-        let r = ppconvertLimited(["from-dit", source, "--levels", "3", "--no-verify", "--out", "\(folder)/native"], fileSizeKiB: 1024, in: logs)
+        let r = ppconvertLimited(["from-dit", source, "--levels", "3", "--no-verify", "--out", "\(folder)/native", "--force"], fileSizeKiB: 1024, in: logs)
         XCTAssertEqual(r.status, 74, r.stderr)
         XCTAssertEqual(try fileBytes("\(folder)/native/model.safetensors") + fileBytes("\(folder)/native/config.json"), before)
         XCTAssertEqual(listing(folder), ["native"])

@@ -93,6 +93,22 @@ final class OutputTests: XCTestCase {
         XCTAssertThrowsError(try SampleOutput.gridPixels(samples: [Float](repeating: 0, count: 4), shape: [1, 4, 1, 1], labels: [0]))
     }
 
+    func testRowLabelsDrawTheClassLeftOfItsRow() throws {
+        // One black 5x5 sample of class 7: a 5-pixel margin (glyph 3 + gap 1 + 1) holds a white "7" at x 1...3.
+        let grid = try SampleOutput.gridPixels(samples: [Float](repeating: -1, count: 25), shape: [1, 1, 5, 5], labels: [7],
+                                               padding: 0, rowLabel: { String($0) })
+        XCTAssertEqual(grid.width, 10)
+        XCTAssertEqual(grid.height, 5)
+        let seven: [[UInt8]] = [[1, 1, 1], [0, 0, 1], [0, 1, 0], [0, 1, 0], [0, 1, 0]]
+        for y in 0..<5 {
+            XCTAssertEqual(Array(grid.pixels[(y * 10 + 1)...(y * 10 + 3)]), seven[y].map { $0 * 255 }, "row \(y)")
+            XCTAssertEqual(grid.pixels[y * 10], 0)
+            XCTAssertEqual(Array(grid.pixels[(y * 10 + 5)..<(y * 10 + 10)]), [0, 0, 0, 0, 0], "the sample is untouched")
+        }
+        // Without labels the grid has no margin.
+        XCTAssertEqual(try SampleOutput.gridPixels(samples: [Float](repeating: -1, count: 25), shape: [1, 1, 5, 5], labels: [7], padding: 0).width, 5)
+    }
+
     func testRGBGridReadsChannelsAsPlanes() throws {
         // One 1x2 RGB sample [1, 3, 1, 2]: planes R = [1, -1], G = [-1, 1], B = [0, 0].
         let grid = try SampleOutput.gridPixels(samples: [1, -1, -1, 1, 0, 0], shape: [1, 3, 1, 2], labels: [0], padding: 0)
