@@ -13,8 +13,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source_path="$1"; shift
 levels=("$@"); [ ${#levels[@]} -gt 0 ] || levels=(2 3)
 if [ -z "${PPCONVERT:-}" ]; then
-  (cd "$here/.." && swift build -c release --product ppconvert >/dev/null)
-  PPCONVERT="$(cd "$here/.." && swift build -c release --show-bin-path)/ppconvert"
+  PPCONVERT="$(cd "$here/.." && scripts/build.sh)/ppconvert"
 fi
 out_dir="${OUT_DIR:-$(mktemp -d)}"
 expected_dir="${EXPECTED_DIR:-$here/expected}"

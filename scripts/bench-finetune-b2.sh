@@ -25,9 +25,7 @@ mkdir -p "$dir"
 if [ -n "${PPFLOW_BIN:-}" ]; then
   bin="$PPFLOW_BIN"                     # already built binaries (e.g. another --scratch-path)
 else
-  swift build -c release --product ppconvert >/dev/null
-  swift build -c release --product ppfinetune >/dev/null
-  bin=$(swift build -c release --show-bin-path)
+  bin=$(scripts/build.sh)
 fi
 
 if [ ! -f "$dir/sit-b2.safetensors" ] || [ ! -f "$dir/latents.safetensors" ]; then

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=""
 [ "${1:-}" = "--bin" ] && bin="$2"
-[ -n "$bin" ] || { swift build -c release --product ppconvert >/dev/null; bin="$(swift build -c release --show-bin-path)"; }
+[ -n "$bin" ] || bin="$(scripts/build.sh)"
 src=examples/digits/digits-sit.zip
 dir=$(mktemp -d /tmp/ppflow-full-XXXXXX)
 mode=tmpfs
@@ -30,7 +30,7 @@ echo "disk full via $mode"
 [ "$mode" = tmpfs ] && dd if=/dev/zero of="$dir/fill" bs=64k 2>/dev/null || true   # fill what is left
 before=$(digest "$dir/prev"); listing=$(ls -A "$dir")
 fail=0
-for args in "from-dit $src --no-verify --out $dir/new" "from-dit $src --levels 3 --no-verify --out $dir/prev" \
+for args in "from-dit $src --no-verify --out $dir/new" "from-dit $src --levels 3 --no-verify --out $dir/prev --force" \
             "convert $src $dir/w.pt --format torch" "convert $src $dir/w.safetensors --format safetensors"; do
   # shellcheck disable=SC2086
   status=$(run $args)

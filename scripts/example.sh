@@ -14,27 +14,27 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-swift build -c release
-bin="$(swift build -c release --show-bin-path)"
+bin="$(scripts/build.sh)"
 out="runs/digits"
 mkdir -p "$out"
+# Everything below writes into the example's own folder; --force lets a second run replace what the first
+# wrote (the toolkit still refuses to replace anything it did not write).
 
 echo "== 1. inspect the bundled SiT"
 "$bin/ppconvert" inspect examples/digits/digits-sit.zip | head -20
 
 echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the calibrated initializer with detail"
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2" \
-  --data examples/digits/digits.safetensors --json "$out/convert-report.json"
+  --data examples/digits/digits.safetensors --json "$out/convert-report.json" --force
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2-calibrated" \
-  --init calibrated --detail-scale 0.7 --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json"
+  --init calibrated --detail-scale 0.7 --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json" --force
 
 echo "== 3. fine-tune with recipes/digits-ppf2.json (calibrated conversion with detail, 300 steps)"
-rm -rf "$out/finetune"  # a run folder is never silently reused; this one belongs to the example
-"$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune"
+"$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune" --force
 
 echo "== 4. sample digits from the source SiT and from the fine-tuned PPFlow model (same noise, no guidance)"
-"$bin/ppsample" examples/digits/digits-sit.zip --per-class 8 --steps 50 --png "$out/sit-samples.png" --out "$out/sit-samples.safetensors"
-"$bin/ppsample" "$out/finetune/final" --per-class 8 --steps 50 --cfg-scales 1 --png "$out/ppflow-samples.png" --out "$out/ppflow-samples.safetensors" --json > "$out/ppflow-sampling.json"
+"$bin/ppsample" examples/digits/digits-sit.zip --per-class 8 --steps 50 --png "$out/sit-samples.png" --out "$out/sit-samples.safetensors" --force
+"$bin/ppsample" "$out/finetune/final" --per-class 8 --steps 50 --cfg-scales 1 --png "$out/ppflow-samples.png" --out "$out/ppflow-samples.safetensors" --force
 
 echo
 echo "done:"

@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 64 ;;
   esac
 done
-[ -n "$bin" ] || { swift build -c release --product ppfinetune >/dev/null; bin="$(swift build -c release --show-bin-path)"; }
+[ -n "$bin" ] || bin="$(scripts/build.sh)"
 ppfinetune="$bin/ppfinetune"
 recipe=recipes/digits-ppf2.json
 options=(--steps "$steps" --set checkpoint_every="$every" --set keep_checkpoints=1000 --set validate_every="$steps"

@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 64 ;;
   esac
 done
-[ -n "$bin" ] || { swift build -c release --product ppconvert >/dev/null; bin="$(swift build -c release --show-bin-path)"; }
+[ -n "$bin" ] || bin="$(scripts/build.sh)"
 ppconvert="$bin/ppconvert"
 case "$size" in
   small) source=examples/digits/digits-sit.zip; extra=() ;;
@@ -52,7 +52,7 @@ digest() {  # the folder's files and their hashes, one line; "absent" if nothing
 }
 convert() {  # convert OUT LEVELS [flags...]
   local out=$1 levels=$2; shift 2
-  "$ppconvert" from-dit "$source" --levels "$levels" --out "$out" "${extra[@]}" "$@" >/dev/null 2>&1
+  "$ppconvert" from-dit "$source" --levels "$levels" --out "$out" --force "${extra[@]}" "$@" >/dev/null 2>&1
 }
 
 echo "kill test: ppconvert from-dit on $source ($size), $points points, seed $seed"
@@ -79,7 +79,7 @@ while [ $killed -lt "$points" ] && [ $i -lt $((4 * points)) ]; do
   if [ "$size" = xl ] && [ $((i % 5)) -ne 0 ]; then flags=(--no-verify); total=$t_noverify; fi
   if [ "$size" = small ] && [ $((i % 3)) -eq 0 ]; then flags=(--no-verify); total=$t_noverify; fi
   delay=$(awk -v t="$total" -v r="$RANDOM" 'BEGIN { printf "%.3f", t * r / 32767 }')
-  "$ppconvert" from-dit "$source" --levels 2 --out "$out" "${extra[@]}" "${flags[@]}" >/dev/null 2>&1 &
+  "$ppconvert" from-dit "$source" --levels 2 --out "$out" --force "${extra[@]}" "${flags[@]}" >/dev/null 2>&1 &
   pid=$!
   sleep "$delay"
   if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi

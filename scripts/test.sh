@@ -3,7 +3,7 @@
 # with one plain summary line: "tests: N passed, F failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --build-tests -Xswiftc -enable-testing "$@"
+scripts/build.sh --build-tests "$@" >/dev/null
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

@@ -108,11 +108,11 @@ public struct Recipe: Sendable {
         let startHeads = try startFields.int("heads", min: 1)
         switch (checkpoint, fromDiT) {
         case (let path?, nil):
-            try Self.requireExists(resolve(path), file: path, entry: "start.checkpoint")
+            try Self.requireExists(resolve(path), file: path, entry: "start.checkpoint", hint: Self.startModelHint)
             start = .checkpoint(path: resolve(path), heads: startHeads)
         case (nil, let f?):
             let source = try f.string("source", required: true)!
-            try Self.requireExists(resolve(source), file: path, entry: "start.from_dit.source")
+            try Self.requireExists(resolve(source), file: path, entry: "start.from_dit.source", hint: Self.startModelHint)
             let initializer = try f.string("initializer") ?? "repeat"
             guard ["repeat", "calibrated"].contains(initializer) else {
                 throw f.error("initializer", "'\(initializer)': expected \"repeat\" or \"calibrated\"")
@@ -245,9 +245,14 @@ public struct Recipe: Sendable {
         hash = SHA256.hash(Array(JSON.serialize(.object(hashed), pretty: false, sortKeys: true).utf8))
     }
 
-    static func requireExists(_ path: String, file: String, entry: String) throws {
+    /// What a missing start model means: usually an official checkpoint not downloaded yet.
+    static let startModelHint = "download the official checkpoint (docs/CHECKPOINTS.md lists where each comes from) to that path, or edit the recipe"
+
+    static func requireExists(_ path: String, file: String, entry: String, hint: String? = nil) throws {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw PPError(.missingInput, file: file, entry: entry, "\(path) does not exist") }
+        guard stat(path, &st) == 0 else {
+            throw PPError(.missingInput, file: file, entry: entry, "\(path) does not exist" + (hint.map { "; \($0)" } ?? ""))
+        }
     }
 
     /// Learning rate of optimizer step `step` (1-based).
