@@ -144,7 +144,7 @@ public enum CheckpointLoader {
             guard description["format"]?.stringValue == NativeCheckpoint.formatName else {
                 throw PPError.badInput(origin, entry: record, "not a \(NativeCheckpoint.formatName) description")
             }
-            NativeCheckpoint.apply(description, to: &loaded)
+            NativeCheckpoint.apply(description, source: TorchCheckpoint.descriptionRecord, to: &loaded)
             loaded.containers.append("ppflow description")
         }
         return loaded

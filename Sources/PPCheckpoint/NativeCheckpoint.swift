@@ -98,13 +98,13 @@ public enum NativeCheckpoint {
         let file = try SafetensorsFile.parse(storage, origin: tree.displayPath(rel))
         var loaded = CheckpointLoader.describe(file.tensors, containers: [formatName, "safetensors"], origin: tree.origin)
         loaded.weightsFile = rel
-        apply(config, to: &loaded)
+        apply(config, source: configFileName, to: &loaded)
         return loaded
     }
 
     /// Takes architecture, objective, numerics, family and pyramid from a native config (or a `.pt`'s
     /// description record).
-    static func apply(_ config: JSONValue, to loaded: inout LoadedCheckpoint) {
+    static func apply(_ config: JSONValue, source: String, to loaded: inout LoadedCheckpoint) {
         loaded.nativeConfig = config
         loaded.sidecarConfig = config
         if let architecture = config["architecture"]?.objectValue {
@@ -112,7 +112,7 @@ public enum NativeCheckpoint {
         }
         if let name = config["objective"]?.stringValue, let objective = Objective(rawValue: name) {
             loaded.objective = objective
-            loaded.objectiveSource = "config.json objective"
+            loaded.objectiveSource = "\(source) objective"
         }
         if config["time_features"]?.stringValue == "diffusers" { loaded.diffusersNumerics = true }
         if let family = config["family"]?.stringValue { loaded.family = family }

@@ -20,7 +20,7 @@ struct PPConvertCommand: ParsableCommand {
             detected by content. An output that exists is replaced only with --force, and never when it holds \
             files the toolkit did not write.
 
-            """ + PPError.exitCodeSummary,
+            """ + "\n" + PPError.exitCodeSummary,
         subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self, BenchIO.self])
 }
 

@@ -20,7 +20,7 @@ struct PPFinetuneCommand: ParsableCommand {
 
             Recipes are documented field by field in docs/RECIPES.md. Exit code 1 means training stopped on a non-finite loss.
 
-            """ + PPError.exitCodeSummary,
+            """ + "\n" + PPError.exitCodeSummary,
         subcommands: [Train.self, Validate.self, Step.self, BenchStep.self],
         defaultSubcommand: Train.self)
 }
