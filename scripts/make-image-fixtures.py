@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Makes the test images of Tests/Fixtures/images/ and Pillow's answers for them (the oracle of
+Tests/PPImageTests).
+
+Run it in a virtual environment outside the repository:
+
+    python3 -m venv /work/venv-image && /work/venv-image/bin/pip install pillow numpy
+    /work/venv-image/bin/python scripts/make-image-fixtures.py
+
+Writes, into Tests/Fixtures/images/:
+  *.jpg *.png              the test images (deterministic content: seeded noise and gradients)
+  reference.safetensors    U8 tensors: "decode/<file>" = np.array(Image.open(f).convert("RGB")) [H,W,3]
+                           and "crop<S>/<file>" = center_crop_arr(that, S) [S,S,3] (ADM's function,
+                           copied below as the official train.py uses it); metadata "error/<file>" =
+                           the exception Pillow raises for files it refuses, "pillow" = its version.
+"""
+import io
+import json
+import os
+import re
+import struct
+import sys
+import zlib
+
+import numpy as np
+import PIL
+from PIL import Image
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures", "images")
+
+
+def center_crop_arr(pil_image, image_size):
+    """ADM's center_crop_arr (guided-diffusion image_datasets.py), as DiT/SiT/PPFlow train.py use it."""
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)
+    crop_y = (arr.shape[0] - image_size) // 2
+    crop_x = (arr.shape[1] - image_size) // 2
+    return Image.fromarray(arr[crop_y: crop_y + image_size, crop_x: crop_x + image_size])
+
+
+def picture(width, height, seed):
+    """[H,W,3] uint8: gradients, a hard-edged disc (bicubic overshoot gets clipped) and noise."""
+    rng = np.random.RandomState(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    r = 255 * x / max(1, width - 1)
+    g = 255 * y / max(1, height - 1)
+    b = 128 + 127 * np.sin((x + 2 * y) / 3.0)
+    img = np.stack([r, g, b], axis=-1)
+    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2
+    img[disc] = [250, 5, 250]
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def raw_png(width, height, bit_depth, color_type, rows, plte=None):
+    """A PNG from already packed scanlines (filter 0), for what Pillow cannot write (16-bit RGB, 2-bit gray)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    raw = b"".join(b"\x00" + row for row in rows)
+    chunks = png_chunk(b"IHDR", ihdr)
+    if plte is not None:
+        chunks += png_chunk(b"PLTE", plte)
+    chunks += png_chunk(b"IDAT", zlib.compress(raw, 9)) + png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    files = {}
+
+    def save(name, image, **options):
+        buffer = io.BytesIO()
+        image.save(buffer, **options)
+        files[name] = buffer.getvalue()
+
+    save("rgb_baseline_37x53.jpg", Image.fromarray(picture(37, 53, 1)), format="JPEG", quality=90)
+    save("rgb_progressive_300x97.jpg", Image.fromarray(picture(300, 97, 2)), format="JPEG", quality=85,
+         progressive=True)
+    save("rgb_420_large_260x200.jpg", Image.fromarray(picture(260, 200, 3)), format="JPEG", quality=80,
+         subsampling=2)
+    save("gray_40x30.jpg", Image.fromarray(picture(40, 30, 4)[:, :, 1]), format="JPEG", quality=90)
+    cmyk = Image.fromarray(picture(33, 21, 5)).convert("CMYK")
+    save("cmyk_33x21.jpg", cmyk, format="JPEG", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display; Pillow's open does not apply it
+    save("exif_rotated_20x10.jpg", Image.fromarray(picture(20, 10, 6)), format="JPEG", quality=90, exif=exif)
+    files["truncated.jpg"] = files["rgb_baseline_37x53.jpg"][: len(files["rgb_baseline_37x53.jpg"]) * 6 // 10]
+
+    save("rgb_37x53.png", Image.fromarray(picture(37, 53, 7)), format="PNG")
+    rgba = np.concatenate([picture(29, 31, 8), picture(29, 31, 9)[:, :, :1]], axis=-1)
+    save("rgba_29x31.png", Image.fromarray(rgba, "RGBA"), format="PNG")
+    save("gray_23x19.png", Image.fromarray(picture(23, 19, 10)[:, :, 0]), format="PNG")
+    la = np.stack([picture(17, 13, 11)[:, :, 0], picture(17, 13, 12)[:, :, 2]], axis=-1)
+    save("la_17x13.png", Image.fromarray(la, "LA"), format="PNG")
+    palette_image = Image.fromarray(picture(31, 27, 13)).quantize(colors=200)
+    save("palette_31x27.png", palette_image, format="PNG", transparency=3)
+    save("palette4_25x9.png", Image.fromarray(picture(25, 9, 14)).quantize(colors=16), format="PNG", bits=4)
+    gray16 = (np.random.RandomState(15).rand(11, 7) ** 3 * 65535).astype(np.uint16)
+    gray16[0, :4] = [0, 255, 256, 65535]
+    save("gray16_7x11.png", Image.fromarray(gray16), format="PNG")  # mode I;16
+    rgb16 = np.random.RandomState(16).randint(0, 65536, size=(5, 9, 3)).astype(">u2")
+    files["rgb16_9x5.png"] = raw_png(9, 5, 16, 2, [row.tobytes() for row in rgb16])
+    rgba16 = np.random.RandomState(17).randint(0, 65536, size=(4, 6, 4)).astype(">u2")
+    files["rgba16_6x4.png"] = raw_png(6, 4, 16, 6, [row.tobytes() for row in rgba16])
+    gray2 = np.random.RandomState(18).randint(0, 4, size=(3, 10)).astype(np.uint8)
+    packed = [bytes(np.packbits(np.unpackbits(r[:, None], axis=1)[:, 6:].reshape(-1))) for r in gray2]
+    files["gray2_10x3.png"] = raw_png(10, 3, 2, 0, packed)
+    # A palette of 2 entries and indices 0..3: Pillow shows indices past the PLTE as black.
+    files["palette_short_4x1.png"] = raw_png(4, 1, 8, 3, [bytes([0, 1, 2, 200])], plte=bytes([10, 20, 30, 40, 50, 60]))
+    save("one_1x1.png", Image.fromarray(np.array([[[12, 200, 77]]], dtype=np.uint8)), format="PNG")
+    # A bit flipped inside the compressed image data (chunk CRC fixed up, so only zlib notices).
+    good = bytearray(files["rgb_37x53.png"])
+    at = good.index(b"IDAT")
+    length = struct.unpack(">I", good[at - 4: at])[0]
+    good[at + 4 + length // 2] ^= 0x55
+    good[at + 4 + length: at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(good[at: at + 4 + length])) & 0xFFFFFFFF)
+    files["corrupt_data.png"] = bytes(good)
+    files["not_an_image.jpg"] = b"this is a text file with an image's name\n"
+
+    tensors = {}
+    metadata = {"pillow": PIL.__version__, "numpy": np.__version__}
+    for name in sorted(files):
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(files[name])
+        try:
+            rgb = Image.open(io.BytesIO(files[name])).convert("RGB")
+        except Exception as error:  # the refusals the tests expect
+            metadata[f"error/{name}"] = re.sub(r" at 0x[0-9a-f]+", "", f"{type(error).__name__}: {error}")
+            continue
+        tensors[f"decode/{name}"] = np.array(rgb)
+        sizes = [16, 32] + ([64] if name.startswith("rgb_420_large") else [])
+        for size in sizes:
+            tensors[f"crop{size}/{name}"] = np.array(center_crop_arr(rgb, size))
+
+    write_safetensors(os.path.join(OUT, "reference.safetensors"), tensors, metadata)
+    total = sum(os.path.getsize(os.path.join(OUT, n)) for n in os.listdir(OUT))
+    print(f"{len(files)} images, {len(tensors)} reference arrays, {total} bytes in {OUT}", file=sys.stderr)
+    for key in sorted(metadata):
+        if key.startswith("error/"):
+            print(f"  {key}: {metadata[key]}", file=sys.stderr)
+
+
+def write_safetensors(path, tensors, metadata):
+    header = {"__metadata__": metadata}
+    offset = 0
+    blobs = []
+    for name in sorted(tensors):
+        data = np.ascontiguousarray(tensors[name], dtype=np.uint8).tobytes()
+        header[name] = {"dtype": "U8", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+if __name__ == "__main__":
+    main()
