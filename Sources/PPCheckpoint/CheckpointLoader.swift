@@ -16,9 +16,18 @@ public enum WeightsChoice: String, Sendable, CaseIterable {
 /// (never by file name): safetensors (single or sharded), torch.save zips (bare state dicts and train
 /// checkpoints), diffusers folders, native PPFlow folders, and zips of any of these.
 public enum CheckpointLoader {
-    public static func load(_ path: String, weights: WeightsChoice? = nil) throws -> LoadedCheckpoint {
+    /// `path` is a file or folder; when nothing exists there and it looks like a Hugging Face hub id
+    /// (`owner/name[@revision][/subfolder]`), the snapshot in the local hub cache is loaded instead
+    /// (HubCache; `environment` defaults to this process's). Every command's model argument comes here.
+    public static func load(_ path: String, weights: WeightsChoice? = nil, environment: [String: String]? = nil) throws -> LoadedCheckpoint {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw PPError(.missingInput, file: path, "no such file or folder") }
+        guard stat(path, &st) == 0 else {
+            guard HubCache.parse(path) != nil else { throw PPError(.missingInput, file: path, "no such file or folder") }
+            let resolved = try HubCache.resolve(path, environment: environment ?? HubCache.processEnvironment())
+            var loaded = try load(resolved, weights: weights, environment: environment)
+            loaded.notes.insert("\(path): the Hugging Face cache snapshot \(resolved)", at: 0)
+            return loaded
+        }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             var loaded = try loadTree(DirectoryTree(path: path), weights: weights)
             loaded.containers.insert("folder", at: 0)
@@ -39,11 +48,12 @@ public enum CheckpointLoader {
         return loaded
     }
 
-    /// sha256 of the file at `path` (provenance); nil for a folder.
-    public static func fileSHA256(_ path: String) throws -> String? {
+    /// sha256 of the file at `path` (provenance); nil for a folder. A hub id is resolved as `load` does.
+    public static func fileSHA256(_ path: String, environment: [String: String]? = nil) throws -> String? {
+        let file = (try? HubCache.resolveModelPath(path, environment: environment ?? HubCache.processEnvironment())) ?? path
         var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        return try SHA256.hashFile(path)
+        guard stat(file, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return try SHA256.hashFile(file)
     }
 
     /// One file's bytes, by content.
