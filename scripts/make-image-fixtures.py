@@ -7,11 +7,15 @@ Run it in a virtual environment outside the repository:
     python3 -m venv /work/venv-image && /work/venv-image/bin/pip install pillow numpy
     /work/venv-image/bin/python scripts/make-image-fixtures.py
 
+    /work/venv-image/bin/python scripts/make-image-fixtures.py --stress /tmp/ppimage-stress 300   # optional, see stress()
+
 Writes, into Tests/Fixtures/images/:
   *.jpg *.png              the test images (deterministic content: seeded noise and gradients)
   reference.safetensors    U8 tensors: "decode/<file>" = np.array(Image.open(f).convert("RGB")) [H,W,3]
                            and "crop<S>/<file>" = center_crop_arr(that, S) [S,S,3] (ADM's function,
-                           copied below as the official train.py uses it); metadata "error/<file>" =
+                           copied below as the official train.py uses it), and for the tall images
+                           "crop<S>_pillow12/<file>" = the same as Pillow 12 and older compute it;
+                           metadata "error/<file>" =
                            the exception Pillow raises for files it refuses, "pillow" = its version.
 """
 import io
@@ -35,6 +39,22 @@ def center_crop_arr(pil_image, image_size):
         pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
     scale = image_size / min(*pil_image.size)
     pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)
+    crop_y = (arr.shape[0] - image_size) // 2
+    crop_x = (arr.shape[1] - image_size) // 2
+    return Image.fromarray(arr[crop_y: crop_y + image_size, crop_x: crop_x + image_size])
+
+
+def center_crop_arr_pillow12(pil_image, image_size):
+    """center_crop_arr as Pillow 12 and older compute it: every resize horizontal pass first. Pillow 13
+    runs the vertical pass first when the height loses more than twice as many pixels as the width;
+    two one-axis resizes give the old order exactly (a one-axis resize is one pass in every version)."""
+    def resize(image, size, resample):
+        return image.resize((size[0], image.size[1]), resample=resample).resize(size, resample=resample)
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = resize(pil_image, tuple(x // 2 for x in pil_image.size), Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = resize(pil_image, tuple(round(x * scale) for x in pil_image.size), Image.BICUBIC)
     arr = np.array(pil_image)
     crop_y = (arr.shape[0] - image_size) // 2
     crop_x = (arr.shape[1] - image_size) // 2
@@ -95,6 +115,9 @@ def main():
     save("rgb_37x53.png", Image.fromarray(picture(37, 53, 7)), format="PNG")
     rgba = np.concatenate([picture(29, 31, 8), picture(29, 31, 9)[:, :, :1]], axis=-1)
     save("rgba_29x31.png", Image.fromarray(rgba, "RGBA"), format="PNG")
+    # Much taller than wide: Pillow 13 resizes these vertical pass first (BOX halvings and bicubic).
+    save("rgb_tall_23x301.png", Image.fromarray(picture(23, 301, 19)), format="PNG")
+    save("rgb_tall_70x400.jpg", Image.fromarray(picture(70, 400, 20)), format="JPEG", quality=75)
     save("gray_23x19.png", Image.fromarray(picture(23, 19, 10)[:, :, 0]), format="PNG")
     la = np.stack([picture(17, 13, 11)[:, :, 0], picture(17, 13, 12)[:, :, 2]], axis=-1)
     save("la_17x13.png", Image.fromarray(la, "LA"), format="PNG")
@@ -137,6 +160,8 @@ def main():
         sizes = [16, 32] + ([64] if name.startswith("rgb_420_large") else [])
         for size in sizes:
             tensors[f"crop{size}/{name}"] = np.array(center_crop_arr(rgb, size))
+            if name.startswith("rgb_tall"):
+                tensors[f"crop{size}_pillow12/{name}"] = np.array(center_crop_arr_pillow12(rgb, size))
 
     write_safetensors(os.path.join(OUT, "reference.safetensors"), tensors, metadata)
     total = sum(os.path.getsize(os.path.join(OUT, n)) for n in os.listdir(OUT))
@@ -161,5 +186,53 @@ def write_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
+def stress(folder, count, seed=1234):
+    """A larger random set, not committed: random sizes (1...400 a side), JPEG qualities, subsamplings,
+    progressive or not, PNG modes, and crop sizes 4...160 (including crops larger than the image).
+    Writes <i>.<ext>, <i>.decoded ([H,W,3] raw bytes), <i>.crop ([S,S,3] raw bytes) and manifest.txt
+    ("name width height size" per line) for PPImageTests' testRandomImagesMatchPillow
+    (PPIMAGE_STRESS_DIR=folder)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    lines = []
+    for i in range(count):
+        width, height = int(rng.randint(1, 401)), int(rng.randint(1, 401))
+        if rng.rand() < 0.2:
+            width = int(rng.randint(1, 12))
+        pixels = picture(width, height, seed + i)
+        kind = rng.choice(["jpeg", "jpeg-progressive", "png-rgb", "png-rgba", "png-l", "png-p", "jpeg-l", "jpeg-cmyk"])
+        buffer = io.BytesIO()
+        if kind.startswith("jpeg"):
+            image = Image.fromarray(pixels)
+            image = image.convert("L") if kind == "jpeg-l" else image.convert("CMYK") if kind == "jpeg-cmyk" else image
+            options = dict(format="JPEG", quality=int(rng.randint(30, 101)), progressive=kind == "jpeg-progressive")
+            if image.mode == "RGB":
+                options["subsampling"] = int(rng.randint(0, 3))
+            image.save(buffer, **options)
+            name = f"{i:04d}.jpg"
+        else:
+            image = Image.fromarray(pixels)
+            image = {"png-rgb": image, "png-rgba": image.convert("RGBA"), "png-l": image.convert("L"),
+                     "png-p": image.quantize(colors=int(rng.randint(2, 257)))}[kind]
+            image.save(buffer, format="PNG")
+            name = f"{i:04d}.png"
+        data = buffer.getvalue()
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+        rgb = Image.open(io.BytesIO(data)).convert("RGB")
+        size = int(rng.randint(4, 161))
+        with open(os.path.join(folder, name + ".decoded"), "wb") as f:
+            f.write(np.array(rgb).tobytes())
+        with open(os.path.join(folder, name + ".crop"), "wb") as f:
+            f.write(np.array(center_crop_arr(rgb, size)).tobytes())
+        lines.append(f"{name} {width} {height} {size}")
+    with open(os.path.join(folder, "manifest.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"{count} random images in {folder}", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--stress":
+        stress(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()

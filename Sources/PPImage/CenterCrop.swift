@@ -10,19 +10,22 @@ import PPTensor
 ///
 /// then optionally `RandomHorizontalFlip` (the caller draws the coin) and `toFloatCHW()`.
 public enum CenterCrop {
-    /// The S x S crop of `image`; `flip` mirrors it left to right afterwards.
-    public static func apply(_ image: RGBImage, size: Int, flip: Bool = false) throws -> RGBImage {
+    /// The S x S crop of `image`; `flip` mirrors it left to right afterwards. `order` picks the Pillow
+    /// generation to match: the default is Pillow 13's; `.horizontalFirst` gives Pillow 12 and older
+    /// (they differ by a few levels on images much taller than wide).
+    public static func apply(_ image: RGBImage, size: Int, flip: Bool = false,
+                             order: Resample.PassOrder = .pillow13) throws -> RGBImage {
         guard size > 0 else { throw PPError(.usage, "center crop: the size must be positive, got \(size)") }
         guard image.width > 0 && image.height > 0 else { throw PPError.badInput(nil, "center crop of an empty image") }
         var current = image
         while min(current.width, current.height) >= 2 * size {
-            current = Resample.resize(current, width: current.width / 2, height: current.height / 2, filter: .box)
+            current = Resample.resize(current, width: current.width / 2, height: current.height / 2, filter: .box, order: order)
         }
         let scale = Double(size) / Double(min(current.width, current.height))
         // Python's round(): to nearest, ties to even.
         let width = Int((Double(current.width) * scale).rounded(.toNearestOrEven))
         let height = Int((Double(current.height) * scale).rounded(.toNearestOrEven))
-        current = Resample.resize(current, width: width, height: height, filter: .bicubic)
+        current = Resample.resize(current, width: width, height: height, filter: .bicubic, order: order)
         let top = (current.height - size) / 2, left = (current.width - size) / 2
         var out = [UInt8](repeating: 0, count: size * size * 3)   // [size, size, 3]
         for y in 0..<size {

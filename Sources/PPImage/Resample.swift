@@ -1,6 +1,7 @@
 /// Pillow's `Image.resize` for 8-bit images (libImaging/Resample.c), rewritten from its algorithm so
-/// results are equal to Pillow's byte for byte: a separable convolution, horizontal pass first (only
-/// when the width changes), then vertical (only when the height changes), each rounded to 8 bits.
+/// results are equal to Pillow's (13.0) byte for byte: a separable convolution, one pass per axis whose
+/// size changes, each rounded to 8 bits; horizontal first unless the height shrinks by more than twice
+/// as many pixels as the width (then vertical first, as Pillow 13 does).
 /// Filter weights are computed in Double with the support stretched by the scale when shrinking,
 /// normalized to sum 1, then turned into fixed point with 22 fractional bits; sums start at half a
 /// unit and are clipped to 0...255.
@@ -77,67 +78,93 @@ public enum Resample {
         UInt8(truncatingIfNeeded: min(255, max(0, sum >> precisionBits)))
     }
 
+    /// Which pass goes first when both axes change (the 8-bit rounding between passes makes it visible).
+    public enum PassOrder: Sendable {
+        /// Pillow 13 and later: vertical first when the height loses more than twice as many pixels as
+        /// the width (python-pillow/Pillow#9549), otherwise horizontal first.
+        case pillow13
+        /// Pillow 3.3 to 12: always horizontal first.
+        case horizontalFirst
+    }
+
     /// `image.resize((width, height), filter)` as Pillow computes it for an RGB image.
-    public static func resize(_ image: RGBImage, width: Int, height: Int, filter: Filter) -> RGBImage {
+    public static func resize(_ image: RGBImage, width: Int, height: Int, filter: Filter,
+                              order: PassOrder = .pillow13) -> RGBImage {
         precondition(width > 0 && height > 0 && image.width > 0 && image.height > 0, "resize to or from an empty image")
         if width == image.width && height == image.height { return image }
+        let needHorizontal = width != image.width, needVertical = height != image.height
+        // Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the height loses more
+        // than twice as many pixels as the width; the order changes the 8-bit rounding in between.
+        let heightLoss = image.height - height, widthLoss = image.width - width
+        let horizontalFirst = order == .horizontalFirst || !(heightLoss > 0 && heightLoss > widthLoss * 2)
         let vertical = taps(inSize: image.height, outSize: height, filter: filter)
-        var current = image.pixels          // [rows, currentWidth, 3]
-        var currentWidth = image.width
-        var firstRow = 0                    // source row of current's row 0
-        if width != image.width {
+        let horizontal = taps(inSize: image.width, outSize: width, filter: filter)
+        var pixels = image.pixels
+        if horizontalFirst {
             // Only the rows the vertical pass reads, as Pillow does (same values either way).
-            let firstUsed = vertical.first!.first
-            let lastUsed = vertical.last!.first + vertical.last!.weights.count
-            let horizontal = taps(inSize: image.width, outSize: width, filter: filter)
-            let rows = lastUsed - firstUsed
-            var out = [UInt8](repeating: 0, count: rows * width * 3)   // [rows, width, 3]
-            let half = 1 << (precisionBits - 1)
-            image.pixels.withUnsafeBufferPointer { src in
-                out.withUnsafeMutableBufferPointer { dst in
-                    for row in 0..<rows {
-                        let srcRow = (row + firstUsed) * image.width * 3
-                        for xx in 0..<width {
-                            let t = horizontal[xx]
-                            var r = half, g = half, b = half
-                            for (i, w) in t.weights.enumerated() {
-                                let at = srcRow + (t.first + i) * 3
-                                r += Int(src[at]) * Int(w); g += Int(src[at + 1]) * Int(w); b += Int(src[at + 2]) * Int(w)
-                            }
-                            let to = (row * width + xx) * 3
-                            dst[to] = clip8(r); dst[to + 1] = clip8(g); dst[to + 2] = clip8(b)
+            let firstRow = needVertical ? vertical.first!.first : 0
+            let lastRow = needVertical ? vertical.last!.first + vertical.last!.weights.count : image.height
+            if needHorizontal {
+                pixels = horizontalPass(pixels, width: image.width, firstRow: firstRow, rows: lastRow - firstRow, taps: horizontal)
+            }
+            if needVertical {
+                pixels = verticalPass(pixels, width: width, firstRow: needHorizontal ? firstRow : 0, taps: vertical)
+            }
+        } else {
+            if needVertical { pixels = verticalPass(pixels, width: image.width, firstRow: 0, taps: vertical) }
+            if needHorizontal { pixels = horizontalPass(pixels, width: image.width, firstRow: 0, rows: height, taps: horizontal) }
+        }
+        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+
+    /// Pillow's ImagingResampleHorizontal_8bpc: rows [firstRow, firstRow + rows) of `source`
+    /// [_, width, 3] resampled to [rows, taps.count, 3].
+    static func horizontalPass(_ source: [UInt8], width: Int, firstRow: Int, rows: Int, taps: [Taps]) -> [UInt8] {
+        let outWidth = taps.count
+        var out = [UInt8](repeating: 0, count: rows * outWidth * 3)   // [rows, outWidth, 3]
+        let half = 1 << (precisionBits - 1)
+        source.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for row in 0..<rows {
+                    let srcRow = (row + firstRow) * width * 3
+                    for xx in 0..<outWidth {
+                        let t = taps[xx]
+                        var r = half, g = half, b = half
+                        for (i, w) in t.weights.enumerated() {
+                            let at = srcRow + (t.first + i) * 3
+                            r += Int(src[at]) * Int(w); g += Int(src[at + 1]) * Int(w); b += Int(src[at + 2]) * Int(w)
                         }
+                        let to = (row * outWidth + xx) * 3
+                        dst[to] = clip8(r); dst[to + 1] = clip8(g); dst[to + 2] = clip8(b)
                     }
                 }
             }
-            current = out
-            currentWidth = width
-            firstRow = firstUsed
         }
-        if height != image.height {
-            var out = [UInt8](repeating: 0, count: height * currentWidth * 3)   // [height, width, 3]
-            let half = 1 << (precisionBits - 1)
-            current.withUnsafeBufferPointer { src in
-                out.withUnsafeMutableBufferPointer { dst in
-                    for yy in 0..<height {
-                        let t = vertical[yy]
-                        for xx in 0..<currentWidth {
-                            var r = half, g = half, b = half
-                            for (i, w) in t.weights.enumerated() {
-                                let at = ((t.first - firstRow + i) * currentWidth + xx) * 3
-                                r += Int(src[at]) * Int(w); g += Int(src[at + 1]) * Int(w); b += Int(src[at + 2]) * Int(w)
-                            }
-                            let to = (yy * currentWidth + xx) * 3
-                            dst[to] = clip8(r); dst[to + 1] = clip8(g); dst[to + 2] = clip8(b)
+        return out
+    }
+
+    /// Pillow's ImagingResampleVertical_8bpc: `source` [_, width, 3], whose row 0 is source row
+    /// `firstRow` of the taps, resampled to [taps.count, width, 3].
+    static func verticalPass(_ source: [UInt8], width: Int, firstRow: Int, taps: [Taps]) -> [UInt8] {
+        let outHeight = taps.count
+        var out = [UInt8](repeating: 0, count: outHeight * width * 3)   // [outHeight, width, 3]
+        let half = 1 << (precisionBits - 1)
+        source.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for yy in 0..<outHeight {
+                    let t = taps[yy]
+                    for xx in 0..<width {
+                        var r = half, g = half, b = half
+                        for (i, w) in t.weights.enumerated() {
+                            let at = ((t.first - firstRow + i) * width + xx) * 3
+                            r += Int(src[at]) * Int(w); g += Int(src[at + 1]) * Int(w); b += Int(src[at + 2]) * Int(w)
                         }
+                        let to = (yy * width + xx) * 3
+                        dst[to] = clip8(r); dst[to + 1] = clip8(g); dst[to + 2] = clip8(b)
                     }
                 }
             }
-            current = out
-        } else if firstRow != 0 || current.count != height * currentWidth * 3 {
-            // Height unchanged: the horizontal pass covered exactly rows 0..<height already.
-            current = Array(current[0..<(height * currentWidth * 3)])
         }
-        return RGBImage(width: width, height: height, pixels: current)
+        return out
     }
 }

@@ -122,11 +122,14 @@ final class CropTests: XCTestCase {
         let keys = Oracle.file.tensors.names.filter { $0.hasPrefix("crop") }
         XCTAssertGreaterThanOrEqual(keys.count, 30)
         XCTAssertTrue(keys.contains("crop64/rgb_420_large_260x200.jpg"), "the BOX halving loop needs a large image")
+        XCTAssertTrue(keys.contains("crop32_pillow12/rgb_tall_70x400.jpg"), "the pass order of Pillow 12 and older")
         for key in keys {
+            // "crop32/x.png" (Pillow 13, the oracle's version) or "crop32_pillow12/x.png" (older pass order).
             let parts = key.split(separator: "/", maxSplits: 1)
-            let size = Int(parts[0].dropFirst("crop".count))!
+            let kind = parts[0].dropFirst("crop".count).split(separator: "_")
+            let order: Resample.PassOrder = kind.count > 1 ? .horizontalFirst : .pillow13
             let image = try ImageDecoder.decodeRGB(Oracle.image(String(parts[1])))
-            assertMatches(try CenterCrop.apply(image, size: size), key)
+            assertMatches(try CenterCrop.apply(image, size: Int(kind[0])!, order: order), key)
         }
     }
 
@@ -269,4 +272,35 @@ func crc32(_ bytes: [UInt8]) -> UInt32 {
         for _ in 0..<8 { crc = (crc & 1) != 0 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
     }
     return crc ^ 0xFFFF_FFFF
+}
+
+/// The larger random comparison (not committed data): runs when PPIMAGE_STRESS_DIR names a folder made
+/// by `scripts/make-image-fixtures.py --stress DIR N`; skipped otherwise.
+final class RandomImageTests: XCTestCase {
+    func testRandomImagesMatchPillow() throws {
+        guard let value = getenv("PPIMAGE_STRESS_DIR") else { throw XCTSkip("PPIMAGE_STRESS_DIR not set") }
+        let folder = String(cString: value)
+        let manifest = String(decoding: try fileBytes(folder + "/manifest.txt"), as: UTF8.self)
+        var checked = 0, decodeExact = 0, cropExact = 0, worstDecode = 0, worstCrop = 0
+        for line in manifest.split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            let (name, size) = (fields[0], Int(fields[3])!)
+            let image = try ImageDecoder.decodeRGB("\(folder)/\(name)")
+            let crop = try CenterCrop.apply(image, size: size)
+            let d = maxDifference(image.pixels, try fileBytes("\(folder)/\(name).decoded"))
+            let c = maxDifference(crop.pixels, try fileBytes("\(folder)/\(name).crop"))
+            if d == 0 { decodeExact += 1 } else { print("\(line): decode differs by up to \(d)") }
+            if c == 0 { cropExact += 1 } else { print("\(line): crop differs by up to \(c)") }
+            worstDecode = max(worstDecode, d); worstCrop = max(worstCrop, c)
+            checked += 1
+        }
+        print("random images: \(checked); decodes exact \(decodeExact), crops exact \(cropExact); worst differences \(worstDecode), \(worstCrop)")
+        XCTAssertLessThanOrEqual(worstDecode, 1)
+        XCTAssertLessThanOrEqual(worstCrop, 1)
+    }
+
+    func maxDifference(_ a: [UInt8], _ b: [UInt8]) -> Int {
+        guard a.count == b.count else { return 255 }
+        return zip(a, b).reduce(0) { max($0, abs(Int($1.0) - Int($1.1))) }
+    }
 }
