@@ -120,47 +120,37 @@ public enum Resample {
     /// Pillow's ImagingResampleHorizontal_8bpc: rows [firstRow, firstRow + rows) of `source`
     /// [_, width, 3] resampled to [rows, taps.count, 3].
     static func horizontalPass(_ source: [UInt8], width: Int, firstRow: Int, rows: Int, taps: [Taps]) -> [UInt8] {
-        let outWidth = taps.count
-        var out = [UInt8](repeating: 0, count: rows * outWidth * 3)   // [rows, outWidth, 3]
-        let half = 1 << (precisionBits - 1)
-        source.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for row in 0..<rows {
-                    let srcRow = (row + firstRow) * width * 3
-                    for xx in 0..<outWidth {
-                        let t = taps[xx]
-                        var r = half, g = half, b = half
-                        for (i, w) in t.weights.enumerated() {
-                            let at = srcRow + (t.first + i) * 3
-                            r += Int(src[at]) * Int(w); g += Int(src[at + 1]) * Int(w); b += Int(src[at + 2]) * Int(w)
-                        }
-                        let to = (row * outWidth + xx) * 3
-                        dst[to] = clip8(r); dst[to + 1] = clip8(g); dst[to + 2] = clip8(b)
-                    }
-                }
-            }
-        }
-        return out
+        convolve(source, outRows: rows, outColumns: taps.count, taps: taps, tapsAlongColumns: true,
+                 rowStride: width, columnStride: 0, offset: firstRow * width, tapStride: 1)
     }
 
     /// Pillow's ImagingResampleVertical_8bpc: `source` [_, width, 3], whose row 0 is source row
     /// `firstRow` of the taps, resampled to [taps.count, width, 3].
     static func verticalPass(_ source: [UInt8], width: Int, firstRow: Int, taps: [Taps]) -> [UInt8] {
-        let outHeight = taps.count
-        var out = [UInt8](repeating: 0, count: outHeight * width * 3)   // [outHeight, width, 3]
+        convolve(source, outRows: taps.count, outColumns: width, taps: taps, tapsAlongColumns: false,
+                 rowStride: 0, columnStride: 1, offset: -firstRow * width, tapStride: width)
+    }
+
+    /// One pass: out[r, c] = clip8(2^21 + sum_i w_i * source[pixel(r, c) + (first + i) * tapStride]),
+    /// with pixel(r, c) = r * rowStride + c * columnStride + offset (in pixels of 3 bytes) and the taps of
+    /// column c (horizontal pass) or row r (vertical pass).
+    private static func convolve(_ source: [UInt8], outRows: Int, outColumns: Int, taps: [Taps], tapsAlongColumns: Bool,
+                                 rowStride: Int, columnStride: Int, offset: Int, tapStride: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: outRows * outColumns * 3)   // [outRows, outColumns, 3]
         let half = 1 << (precisionBits - 1)
         source.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                for yy in 0..<outHeight {
-                    let t = taps[yy]
-                    for xx in 0..<width {
-                        var r = half, g = half, b = half
+                for r in 0..<outRows {
+                    for c in 0..<outColumns {
+                        let t = taps[tapsAlongColumns ? c : r]
+                        let pixel = r * rowStride + c * columnStride + offset + t.first * tapStride
+                        var red = half, green = half, blue = half
                         for (i, w) in t.weights.enumerated() {
-                            let at = ((t.first - firstRow + i) * width + xx) * 3
-                            r += Int(src[at]) * Int(w); g += Int(src[at + 1]) * Int(w); b += Int(src[at + 2]) * Int(w)
+                            let at = (pixel + i * tapStride) * 3
+                            red += Int(src[at]) * Int(w); green += Int(src[at + 1]) * Int(w); blue += Int(src[at + 2]) * Int(w)
                         }
-                        let to = (yy * width + xx) * 3
-                        dst[to] = clip8(r); dst[to + 1] = clip8(g); dst[to + 2] = clip8(b)
+                        let to = (r * outColumns + c) * 3
+                        dst[to] = clip8(red); dst[to + 1] = clip8(green); dst[to + 2] = clip8(blue)
                     }
                 }
             }
