@@ -248,6 +248,19 @@ final class ImageFolderTests: XCTestCase {
         XCTAssertEqual(folder.notes.count, 1, "\(folder.notes)")
     }
 
+    func testTheDocumentedExampleRuns() throws {
+        let root = Paths.scratch(self) + "/data"
+        for (cls, file) in [("cat", "rgb_37x53.png"), ("dog", "cmyk_33x21.jpg"), ("dog", "rgb_tall_70x400.jpg")] {
+            mkdirs("\(root)/\(cls)")
+            try write(try fileBytes(Oracle.image(file)), to: "\(root)/\(cls)/\(file)")
+        }
+        let inputs = try vaeInputs(folder: root, size: 16)
+        XCTAssertEqual(inputs.map(\.label), [0, 1, 1])
+        XCTAssertTrue(inputs.allSatisfy { $0.pixels.count == 3 * 16 * 16 && $0.pixels.allSatisfy { $0 >= -1 && $0 <= 1 } })
+        let written = try ImageDecoder.decodeRGB("\(root)/dog/cmyk_33x21.jpg.crop.png")
+        assertMatches(written, "crop16/cmyk_33x21.jpg")
+    }
+
     func testEmptyRootsAndEmptyClassesAreErrors() throws {
         let root = Paths.scratch(self)
         assertPPError(.badInput, mentions: [root, "no class folder"]) { try ImageFolder.scan(root) }
@@ -256,6 +269,18 @@ final class ImageFolderTests: XCTestCase {
         try write(try fileBytes(Oracle.image("one_1x1.png")), to: root + "/full/x.png")
         assertPPError(.badInput, mentions: ["no image file for the classes empty"]) { try ImageFolder.scan(root) }
         assertPPError(.missingInput, mentions: ["nowhere"]) { try ImageFolder.scan(root + "/nowhere") }
+    }
+}
+
+/// docs/IMAGES.md's example, verbatim.
+func vaeInputs(folder root: String, size: Int) throws -> [(pixels: [Float], label: Int)] {
+    let folder = try ImageFolder.scan(root)                    // classes + (path, class) items
+    for line in folder.unsupported { print(line) }              // .bmp/.tif/.webp...: one line each
+    return try folder.decodableItems.map { item in
+        let image = try ImageDecoder.decodeRGB(item.path)       // [H, W, 3] UInt8, as Pillow
+        let crop = try CenterCrop.apply(image, size: size)      // ADM's center_crop_arr
+        try PNGFile.write(rgb: crop, to: item.path + ".crop.png")   // deterministic bytes
+        return (crop.toFloatCHW(), item.classIndex)             // [3, S, S] float in [-1, 1]
     }
 }
 
