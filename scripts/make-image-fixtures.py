@@ -90,6 +90,66 @@ def raw_png(width, height, bit_depth, color_type, rows, plte=None):
     return b"\x89PNG\r\n\x1a\n" + chunks
 
 
+def interlaced_png(pixels):
+    """An Adam7-interlaced 8-bit RGB PNG (Pillow reads these but cannot write them)."""
+    height, width, _ = pixels.shape
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.shape[0] and sub.shape[1]:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw, 9))
+            + png_chunk(b"IEND", b""))
+
+
+# YCCK and marker-less CMYK JPEGs: Pillow cannot write them, libjpeg can. A small C program is built
+# with the system's cc and libjpeg when both are there; otherwise the committed files are kept.
+YCCK_WRITER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <jpeglib.h>
+/* argv: width height colorspace(ycck|cmyk) adobe(0|1) < raw CMYK bytes > jpeg */
+int main(int argc, char **argv) {
+    int width = atoi(argv[1]), height = atoi(argv[2]);
+    unsigned char *pixels = malloc((size_t)width * height * 4);
+    if (fread(pixels, 4, (size_t)width * height, stdin) != (size_t)width * height) return 1;
+    struct jpeg_compress_struct c; struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e); jpeg_create_compress(&c); jpeg_stdio_dest(&c, stdout);
+    c.image_width = width; c.image_height = height; c.input_components = 4; c.in_color_space = JCS_CMYK;
+    jpeg_set_defaults(&c); jpeg_set_quality(&c, 92, TRUE);
+    jpeg_set_colorspace(&c, argv[3][0] == 'y' ? JCS_YCCK : JCS_CMYK);
+    c.write_Adobe_marker = atoi(argv[4]) ? TRUE : FALSE;
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) { JSAMPROW row = pixels + (size_t)c.next_scanline * width * 4; jpeg_write_scanlines(&c, &row, 1); }
+    jpeg_finish_compress(&c); jpeg_destroy_compress(&c); return 0;
+}
+"""
+
+
+def libjpeg_cmyk_files():
+    import shutil
+    import subprocess
+    import tempfile
+    if shutil.which("cc") is None:
+        return {}
+    with tempfile.TemporaryDirectory() as folder:
+        source, program = os.path.join(folder, "w.c"), os.path.join(folder, "w")
+        with open(source, "w") as f:
+            f.write(YCCK_WRITER)
+        if subprocess.run(["cc", "-O1", "-o", program, source, "-ljpeg"]).returncode != 0:
+            return {}
+        # Adobe convention (inverted) values, as Pillow's "CMYK;I" reads them back.
+        cmyk = np.array(Image.fromarray(picture(27, 19, 21)).convert("CMYK"))
+        stored = (255 - cmyk).astype(np.uint8).tobytes()
+        out = {}
+        for name, space, adobe in [("ycck_27x19.jpg", "ycck", "1"), ("cmyk_no_adobe_27x19.jpg", "cmyk", "0")]:
+            result = subprocess.run([program, "27", "19", space, adobe], input=stored, capture_output=True, check=True)
+            out[name] = result.stdout
+        return out
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     files = {}
@@ -145,6 +205,15 @@ def main():
     good[at + 4 + length: at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(good[at: at + 4 + length])) & 0xFFFFFFFF)
     files["corrupt_data.png"] = bytes(good)
     files["not_an_image.jpg"] = b"this is a text file with an image's name\n"
+    files["rgb_interlaced_13x11.png"] = interlaced_png(picture(13, 11, 22))
+    save("one_1x1.jpg", Image.fromarray(np.array([[[12, 200, 77]]], dtype=np.uint8)), format="JPEG")
+    built = libjpeg_cmyk_files()
+    for name in ["ycck_27x19.jpg", "cmyk_no_adobe_27x19.jpg"]:
+        if name in built:
+            files[name] = built[name]
+        elif os.path.exists(os.path.join(OUT, name)):
+            with open(os.path.join(OUT, name), "rb") as f:
+                files[name] = f.read()
 
     tensors = {}
     metadata = {"pillow": PIL.__version__, "numpy": np.__version__}
