@@ -205,6 +205,28 @@ def main():
     good[at + 4 + length: at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(good[at: at + 4 + length])) & 0xFFFFFFFF)
     files["corrupt_data.png"] = bytes(good)
     files["not_an_image.jpg"] = b"this is a text file with an image's name\n"
+    # CRCs: Pillow checks the chunks before the first IDAT only; a file may end without IEND; a zlib
+    # stream whose Adler-32 is wrong is refused.
+    tiny = np.arange(18, dtype=np.uint8).reshape(2, 3, 3) * 13
+    tiny_rows = [row.tobytes() for row in tiny]
+
+    def tiny_png(before=b"", idat_crc=None, after=b"", end=True, adler=True):
+        ihdr = struct.pack(">IIBBBBB", 3, 2, 8, 2, 0, 0, 0)
+        stream = zlib.compress(b"".join(b"\x00" + r for r in tiny_rows))
+        if not adler:
+            stream = stream[:-4] + bytes(4)
+        idat = png_chunk(b"IDAT", stream)
+        if idat_crc is not None:
+            idat = idat[:-4] + struct.pack(">I", idat_crc)
+        return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + before + idat + after
+                + (png_chunk(b"IEND", b"") if end else b""))
+
+    bad_text = png_chunk(b"tEXt", b"k\x00v")[:-4] + b"\x00\x00\x00\x01"
+    files["crc_bad_text_before_idat.png"] = tiny_png(before=bad_text)
+    files["crc_bad_idat.png"] = tiny_png(idat_crc=1)
+    files["crc_bad_text_after_idat.png"] = tiny_png(after=bad_text)
+    files["no_iend.png"] = tiny_png(end=False)
+    files["bad_adler.png"] = tiny_png(adler=False)
     files["rgb_interlaced_13x11.png"] = interlaced_png(picture(13, 11, 22))
     save("one_1x1.jpg", Image.fromarray(np.array([[[12, 200, 77]]], dtype=np.uint8)), format="JPEG")
     built = libjpeg_cmyk_files()

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <png.h>
+#include <zlib.h>
 
 typedef struct {
     const unsigned char *data;
@@ -48,6 +49,30 @@ static void ppimage_png_error(png_structp png, png_const_charp text) {
 
 static void ppimage_png_warning(png_structp png, png_const_charp text) { (void)png; (void)text; }
 
+static unsigned long ppimage_png_be32(const unsigned char *p) {
+    return ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16) | ((unsigned long)p[2] << 8) | p[3];
+}
+
+/// Pillow checks the CRC of every chunk before the first IDAT (and refuses the file on a mismatch) and
+/// of none from the first IDAT on; libpng is told to ignore CRCs and this walk does Pillow's part.
+/// Returns 0, or 1 with the message set.
+static int ppimage_png_check_header_crcs(const unsigned char *data, size_t size, char *message) {
+    size_t at = 8;
+    while (size - at >= 12) {
+        unsigned long length = ppimage_png_be32(data + at);
+        const unsigned char *type = data + at + 4;
+        if (memcmp(type, "IDAT", 4) == 0) return 0;
+        if (length > size - at - 12) return 0;   // cut short: libpng reports it
+        unsigned long crc = crc32(0L, type, (uInt)(length + 4));
+        if (crc != ppimage_png_be32(data + at + 8 + length)) {
+            snprintf(message, 256, "bad CRC in the %.4s chunk", (const char *)type);
+            return 1;
+        }
+        at += 12 + length;
+    }
+    return 0;
+}
+
 /// Reads a whole PNG held in memory without colour conversions: 1/2/4-bit samples unpacked to one
 /// byte each (gray scaled to 0...255 as libpng and Pillow both do, palette indices kept), 16-bit
 /// samples kept big-endian, alpha kept. Return codes: 0 ok; 1 libpng error (message set);
@@ -62,6 +87,7 @@ static inline int ppimage_png_read(const unsigned char *data, size_t size, unsig
 
     memset(result, 0, sizeof(*result));
     if (size < 8 || png_sig_cmp(data, 0, 8) != 0) return 2;
+    if (ppimage_png_check_header_crcs(data, size, result->message)) return 1;
     png = png_create_read_struct(PNG_LIBPNG_VER_STRING, result->message, ppimage_png_error, ppimage_png_warning);
     if (png == NULL) return 4;
     info = png_create_info_struct(png);
@@ -74,6 +100,7 @@ static inline int ppimage_png_read(const unsigned char *data, size_t size, unsig
         return 1;
     }
     png_set_read_fn(png, &source, ppimage_png_read_bytes);
+    png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
     // Pillow's limit is on pixels, not on sides; libpng's default side limit (1,000,000) stays.
     png_read_info(png, info);
 
@@ -116,7 +143,7 @@ static inline int ppimage_png_read(const unsigned char *data, size_t size, unsig
     if (pixels == NULL || rows == NULL) png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < height; y++) rows[y] = pixels + row_bytes * y;
     png_read_image(png, rows);
-    png_read_end(png, NULL);
+    // No png_read_end: Pillow does not need the chunks after the image data (a missing IEND is fine).
 
     png_destroy_read_struct(&png, &info, NULL);
     free(rows);

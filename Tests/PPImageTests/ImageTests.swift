@@ -70,7 +70,11 @@ final class DecodeTests: XCTestCase {
 
     func testFilesPillowRefusesAreOneLineErrorsNamingTheFile() {
         let refused = Oracle.metadata.keys.filter { $0.hasPrefix("error/") }.map { String($0.dropFirst("error/".count)) }
-        XCTAssertEqual(Set(refused), ["truncated.jpg", "corrupt_data.png", "not_an_image.jpg"])
+        XCTAssertEqual(Set(refused), ["truncated.jpg", "corrupt_data.png", "not_an_image.jpg", "crc_bad_text_before_idat.png", "bad_adler.png"])
+        for name in refused {
+            assertPPError(.badInput, mentions: [name]) { try ImageDecoder.decodeRGB(Oracle.image(name)) }
+        }
+        assertPPError(.badInput, mentions: ["bad CRC in the tEXt chunk"]) { try ImageDecoder.decodeRGB(Oracle.image("crc_bad_text_before_idat.png")) }
         assertPPError(.badInput, mentions: ["truncated.jpg", "truncated"]) { try ImageDecoder.decodeRGB(Oracle.image("truncated.jpg")) }
         assertPPError(.badInput, mentions: ["corrupt_data.png", "PNG"]) { try ImageDecoder.decodeRGB(Oracle.image("corrupt_data.png")) }
         assertPPError(.badInput, mentions: ["not_an_image.jpg", "not an image"]) { try ImageDecoder.decodeRGB(Oracle.image("not_an_image.jpg")) }
