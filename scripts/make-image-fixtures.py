@@ -171,6 +171,9 @@ def main():
     exif[0x0112] = 6  # orientation: rotate 90 CW to display; Pillow's open does not apply it
     save("exif_rotated_20x10.jpg", Image.fromarray(picture(20, 10, 6)), format="JPEG", quality=90, exif=exif)
     files["truncated.jpg"] = files["rgb_baseline_37x53.jpg"][: len(files["rgb_baseline_37x53.jpg"]) * 6 // 10]
+    # Only the 2-byte EOI marker missing: Pillow still refuses both.
+    files["truncated_eoi_baseline.jpg"] = files["rgb_baseline_37x53.jpg"][:-2]
+    files["truncated_eoi_progressive.jpg"] = files["rgb_progressive_300x97.jpg"][:-2]
 
     save("rgb_37x53.png", Image.fromarray(picture(37, 53, 7)), format="PNG")
     rgba = np.concatenate([picture(29, 31, 8), picture(29, 31, 9)[:, :, :1]], axis=-1)

@@ -112,8 +112,9 @@ static inline int ppimage_jpeg_decode(const unsigned char *data, unsigned long s
         jpeg_read_scanlines(&cinfo, &row, 1);
         if (error.hit_eof) { code = 2; ERREXIT(&cinfo, JWRN_JPEG_EOF); }
     }
-    // The scan is complete; a missing EOI after it does not lose pixels, so finish is skipped
-    // (jpeg_destroy releases everything).
+    // Read on to the EOI marker: Pillow refuses a file that ends without it, even with every pixel there.
+    jpeg_finish_decompress(&cinfo);
+    if (error.hit_eof) { code = 2; ERREXIT(&cinfo, JWRN_JPEG_EOF); }
     jpeg_destroy_decompress(&cinfo);
     result->pixels = pixels;
     return 0;

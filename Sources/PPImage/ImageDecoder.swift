@@ -15,7 +15,8 @@ import Glibc
 ///   always read as Adobe-inverted CMYK (Pillow's "CMYK;I") and then converted with Pillow's formula
 ///   `nk - nk*c/255` (nk = 255 - k, rounded as Pillow's MULDIV255). Progressive files alike. EXIF
 ///   orientation is not applied (Pillow's open does not). Corrupt-data warnings are ignored as Pillow
-///   ignores them; a file that ends early is refused, as Pillow refuses it ("image file is truncated").
+///   ignores them; a file that ends before its EOI marker is refused, as Pillow refuses it ("image file is
+///   truncated").
 /// - PNG (libpng, no gamma or colour management): gray 1/2/4/8-bit scaled to 0...255 and replicated;
 ///   gray+alpha and RGBA drop alpha (convert("RGB") does not composite); palette through the PLTE
 ///   (indices past its end are black, as in Pillow); 16-bit RGB, RGBA and gray+alpha keep the high byte
@@ -75,7 +76,7 @@ public enum ImageDecoder {
         let message = withUnsafeBytes(of: result.message) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
         switch code {
         case 0: break
-        case 2: throw PPError.badInput(origin, "JPEG is truncated (the data ends before the last scan line), as Pillow refuses it")
+        case 2: throw PPError.badInput(origin, "JPEG is truncated (the data ends before the EOI marker); Pillow refuses it too")
         case 3: throw tooLarge(origin, width: Int(result.width), height: Int(result.height))
         case 4: throw PPError(.io, file: origin, "out of memory decoding a \(result.width)x\(result.height) JPEG")
         case 5: throw PPError(.unsupported, file: origin, "JPEG with \(message); Pillow reads 1, 3 or 4")
