@@ -8,6 +8,7 @@ Run it in a virtual environment outside the repository:
     /work/venv-image/bin/python scripts/make-image-fixtures.py
 
     /work/venv-image/bin/python scripts/make-image-fixtures.py --stress /tmp/ppimage-stress 300   # optional, see stress()
+    /work/venv-image/bin/python scripts/make-image-fixtures.py --imagenet /tmp/ppimage-imagenet 40   # optional, 256 crops
 
 Writes, into Tests/Fixtures/images/:
   *.jpg *.png              the test images (deterministic content: seeded noise and gradients)
@@ -325,8 +326,34 @@ def stress(folder, count, seed=1234):
     print(f"{count} random images in {folder}", file=sys.stderr)
 
 
+def imagenet_like(folder, count, size=256):
+    """JPEGs of ImageNet's common sizes (500x375, 375x500, 500x333, 640x480, 1024x768; quality 90) with
+    crops at the training size 256, in the --stress folder format."""
+    os.makedirs(folder, exist_ok=True)
+    sizes = [(500, 375), (375, 500), (500, 333), (640, 480), (1024, 768)]
+    lines = []
+    for i in range(count):
+        width, height = sizes[i % len(sizes)]
+        buffer = io.BytesIO()
+        Image.fromarray(picture(width, height, 100 + i)).save(buffer, format="JPEG", quality=90)
+        name = f"{i:04d}.jpg"
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(buffer.getvalue())
+        rgb = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        with open(os.path.join(folder, name + ".decoded"), "wb") as f:
+            f.write(np.array(rgb).tobytes())
+        with open(os.path.join(folder, name + ".crop"), "wb") as f:
+            f.write(np.array(center_crop_arr(rgb, size)).tobytes())
+        lines.append(f"{name} {width} {height} {size}")
+    with open(os.path.join(folder, "manifest.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"{count} ImageNet-sized images in {folder}", file=sys.stderr)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--stress":
         stress(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--imagenet":
+        imagenet_like(sys.argv[2], int(sys.argv[3]))
     else:
         main()
