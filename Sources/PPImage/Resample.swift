@@ -136,24 +136,31 @@ public enum Resample {
     /// column c (horizontal pass) or row r (vertical pass).
     private static func convolve(_ source: [UInt8], outRows: Int, outColumns: Int, taps: [Taps], tapsAlongColumns: Bool,
                                  rowStride: Int, columnStride: Int, offset: Int, tapStride: Int) -> [UInt8] {
+        // The taps flattened for the inner loop: weights of tap set k at [starts[k], starts[k + 1]).
+        var starts = [0], weights: [Int32] = []
+        for t in taps { weights += t.weights; starts.append(weights.count) }
+        let firsts = taps.map(\.first)
         var out = [UInt8](repeating: 0, count: outRows * outColumns * 3)   // [outRows, outColumns, 3]
         let half = 1 << (precisionBits - 1)
         source.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for r in 0..<outRows {
-                    for c in 0..<outColumns {
-                        let t = taps[tapsAlongColumns ? c : r]
-                        let pixel = r * rowStride + c * columnStride + offset + t.first * tapStride
-                        var red = half, green = half, blue = half
-                        for (i, w) in t.weights.enumerated() {
-                            let at = (pixel + i * tapStride) * 3
-                            red += Int(src[at]) * Int(w); green += Int(src[at + 1]) * Int(w); blue += Int(src[at + 2]) * Int(w)
-                        }
-                        let to = (r * outColumns + c) * 3
-                        dst[to] = clip8(red); dst[to + 1] = clip8(green); dst[to + 2] = clip8(blue)
+        weights.withUnsafeBufferPointer { w in
+        out.withUnsafeMutableBufferPointer { dst in
+            for r in 0..<outRows {
+                for c in 0..<outColumns {
+                    let k = tapsAlongColumns ? c : r
+                    var at = (r * rowStride + c * columnStride + offset + firsts[k] * tapStride) * 3
+                    var red = half, green = half, blue = half
+                    for i in starts[k]..<starts[k + 1] {
+                        let weight = Int(w[i])
+                        red += Int(src[at]) * weight; green += Int(src[at + 1]) * weight; blue += Int(src[at + 2]) * weight
+                        at += tapStride * 3
                     }
+                    let to = (r * outColumns + c) * 3
+                    dst[to] = clip8(red); dst[to + 1] = clip8(green); dst[to + 2] = clip8(blue)
                 }
             }
+        }
+        }
         }
         return out
     }
