@@ -3,13 +3,16 @@
 // fine-tune and sample, with parity against the official PyTorch code.
 //
 // Layering (bytes -> checkpoint IO -> conversion -> model -> training/sampling -> checkpoint IO):
-//   C shims (COpenBLAS, CLibZip, CJSONC), each imported by exactly one Swift module; CSHA256 is our
-//   own SHA-NI compression function (x86-64), used by PPTensor's SHA256 when the CPU has it
+//   C shims (COpenBLAS, CLibZip, CJSONC, CLibPNG, CJPEG), each imported by exactly one Swift module;
+//   CSHA256 is our own SHA-NI compression function (x86-64), used by PPTensor's SHA256 when the CPU has it
 //   PPTensor       dtypes, half/bfloat conversions, byte storages (mmap), tensor views, errors
 //   PPJSON         json-c wrapper: JSON values, strict parsing (duplicate keys), deterministic output
 //   PPSafetensors  safetensors reader/writer, sharded sets
 //   PPTorchFormat  zip archives (libzip), restricted unpickler, torch.save reader and writer
-//   PPCheckpoint   format detection, archives, diffusers mapping, native PPFlow checkpoints
+//   PPCheckpoint   format detection, archives, diffusers mapping, native PPFlow checkpoints,
+//                  Hugging Face cache ids
+//   PPImage        JPEG/PNG decoding as Pillow does, Pillow's resampling, ADM's center crop, ImageFolder
+//                  listings, PNG output (libjpeg-turbo, libpng)
 //   PPKernels      float32 kernels (BLAS, attention, norms, activations) with reference twins
 //   PPModel        configs, parameter layout, DiT/SiT/PPFlow forward (and backward)
 //   PPConvert      from-dit: key rules, pyramid initializers, verification
@@ -33,6 +36,8 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CLibZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
+        .systemLibrary(name: "CLibPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
         .target(name: "CSHA256"),
 
         .target(name: "PPTensor", dependencies: ["CSHA256"]),
@@ -41,6 +46,7 @@ let package = Package(
         .target(name: "PPTorchFormat", dependencies: ["PPTensor", "CLibZip"]),
         .target(name: "PPCheckpoint", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
+        .target(name: "PPImage", dependencies: ["PPTensor", "CLibPNG", "CJPEG"]),
         .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
         .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel"]),
         .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
@@ -71,6 +77,7 @@ let package = Package(
         .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPTensor"]),
         .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTestSupport", "PPTorchFormat", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPCheckpointTests", dependencies: ["PPTestSupport", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
+        .testTarget(name: "PPImageTests", dependencies: ["PPTestSupport", "PPImage", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels"]),
         .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),

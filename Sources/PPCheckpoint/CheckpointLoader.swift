@@ -16,12 +16,22 @@ public enum WeightsChoice: String, Sendable, CaseIterable {
 /// (never by file name): safetensors (single or sharded), torch.save zips (bare state dicts and train
 /// checkpoints), diffusers folders, native PPFlow folders, and zips of any of these.
 public enum CheckpointLoader {
+    /// `path` is a file or folder; when nothing exists there and it looks like a Hugging Face hub id
+    /// (`owner/name[@revision][/subfolder]`), the snapshot in the local hub cache is loaded instead
+    /// (HubCache; `environment` defaults to this process's). Every command's model argument comes here.
     /// `requireObjective`: refuse a checkpoint whose objective is unknown (no metadata, no release name)
     /// before any weights are read (a native folder's hash check reads them all): the sampler and the
     /// trainer cannot use it, and an XL model takes seconds and gigabytes to load.
-    public static func load(_ path: String, weights: WeightsChoice? = nil, requireObjective: Bool = false) throws -> LoadedCheckpoint {
+    public static func load(_ path: String, weights: WeightsChoice? = nil, requireObjective: Bool = false,
+                            environment: [String: String]? = nil) throws -> LoadedCheckpoint {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw PPError(.missingInput, file: path, "no such file or folder") }
+        guard stat(path, &st) == 0 else {
+            guard HubCache.parse(path) != nil else { throw PPError(.missingInput, file: path, "no such file or folder") }
+            let resolved = try HubCache.resolve(path, environment: environment ?? HubCache.processEnvironment())
+            var loaded = try load(resolved, weights: weights, requireObjective: requireObjective, environment: environment)
+            loaded.notes.insert("\(path): the Hugging Face cache snapshot \(resolved)", at: 0)
+            return loaded
+        }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             var loaded = try loadTree(DirectoryTree(path: path), weights: weights, requireObjective: requireObjective)
             loaded.containers.insert("folder", at: 0)
@@ -64,11 +74,12 @@ public enum CheckpointLoader {
                      source: "the official release name \(fileName) (SiT-* velocity, DiT-* epsilon)", to: &loaded)
     }
 
-    /// sha256 of the file at `path` (provenance); nil for a folder.
-    public static func fileSHA256(_ path: String) throws -> String? {
+    /// sha256 of the file at `path` (provenance); nil for a folder. A hub id is resolved as `load` does.
+    public static func fileSHA256(_ path: String, environment: [String: String]? = nil) throws -> String? {
+        let file = (try? HubCache.resolveModelPath(path, environment: environment ?? HubCache.processEnvironment())) ?? path
         var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        return try SHA256.hashFile(path)
+        guard stat(file, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return try SHA256.hashFile(file)
     }
 
     /// One file's bytes, by content.

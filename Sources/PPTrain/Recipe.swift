@@ -1,3 +1,4 @@
+import PPCheckpoint
 import PPJSON
 import PPTensor
 
@@ -93,7 +94,9 @@ public struct Recipe: Sendable {
         return .object(object)
     }
 
-    public init(json value: JSONValue, path: String) throws {
+    /// `environment` locates the Hugging Face cache for model arguments given as hub ids (default: this
+    /// process's environment).
+    public init(json value: JSONValue, path: String, environment: [String: String]? = nil) throws {
         recipePath = path
         json = value
         let base = FileOutput.directory(of: path)
@@ -108,11 +111,11 @@ public struct Recipe: Sendable {
         let startHeads = try startFields.int("heads", min: 1)
         switch (checkpoint, fromDiT) {
         case (let path?, nil):
-            try Self.requireExists(resolve(path), file: path, entry: "start.checkpoint", hint: Self.startModelHint)
-            start = .checkpoint(path: resolve(path), heads: startHeads)
+            start = .checkpoint(path: try Self.modelArgument(path, resolved: resolve(path), file: path, entry: "start.checkpoint", environment: environment), heads: startHeads)
         case (nil, let f?):
-            let source = try f.string("source", required: true)!
-            try Self.requireExists(resolve(source), file: path, entry: "start.from_dit.source", hint: Self.startModelHint)
+            let sourceArgument = try f.string("source", required: true)!
+            let source = try Self.modelArgument(sourceArgument, resolved: resolve(sourceArgument), file: path, entry: "start.from_dit.source",
+                                                 environment: environment)
             let initializer = try f.string("initializer") ?? "repeat"
             guard ["repeat", "calibrated"].contains(initializer) else {
                 throw f.error("initializer", "'\(initializer)': expected \"repeat\" or \"calibrated\"")
@@ -127,7 +130,7 @@ public struct Recipe: Sendable {
             }
             let objective = try f.string("objective")
             if let objective, !["velocity", "epsilon"].contains(objective) { throw f.error("objective", "'\(objective)': expected \"velocity\" or \"epsilon\"") }
-            start = .fromDiT(FromDiTStart(source: resolve(source), levels: levels, initializer: initializer, calibrationData: data,
+            start = .fromDiT(FromDiTStart(source: source, levels: levels, initializer: initializer, calibrationData: data,
                                           calibrationSamples: try f.int("calibration_samples", min: 1),
                                           detailScale: detailScale, objective: objective,
                                           heads: try f.int("heads", min: 1) ?? startHeads))
@@ -247,6 +250,22 @@ public struct Recipe: Sendable {
 
     /// What a missing start model means: usually an official checkpoint not downloaded yet.
     static let startModelHint = "download the official checkpoint (docs/CHECKPOINTS.md lists where each comes from) to that path, or edit the recipe"
+
+    /// A model argument: a path relative to the recipe or, when nothing is there and it looks like one,
+    /// a Hugging Face hub id found in the local cache (kept as the id; CheckpointLoader resolves it).
+    static func modelArgument(_ value: String, resolved: String, file: String, entry: String, environment: [String: String]?) throws -> String {
+        var st = stat()
+        if stat(resolved, &st) == 0 { return resolved }
+        guard HubCache.parse(value) != nil else {
+            throw PPError(.missingInput, file: file, entry: entry, "\(resolved) does not exist; \(startModelHint)")
+        }
+        do {
+            _ = try HubCache.resolve(value, environment: environment ?? HubCache.processEnvironment())
+        } catch let error as PPError {
+            throw PPError(.missingInput, file: file, entry: entry, "\(resolved) does not exist; as a hub id: \(error.message); \(startModelHint)")
+        }
+        return value
+    }
 
     static func requireExists(_ path: String, file: String, entry: String, hint: String? = nil) throws {
         var st = stat()
