@@ -20,7 +20,7 @@ struct PPConvertCommand: ParsableCommand {
             detected by content. Exit codes: 0 ok, 1 verification/diff mismatch, 64 usage, 65 bad input,
             66 missing input, 74 I/O error.
             """,
-        subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self, BenchIO.self])
+        subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self, Migrate.self, BenchIO.self])
 }
 
 struct SourceOptions: ParsableArguments {
