@@ -163,6 +163,20 @@ public struct Migration {
             var levelOptions = options
             levelOptions.levels = level
             do {
+                func job(_ mode: FromDiTJob.Mode) throws -> FromDiTJob {
+                    var job = FromDiTJob(sourcePath: path, options: levelOptions)
+                    job.preloaded = (source, isFolder ? nil : sha256)
+                    job.output = outputPath
+                    job.format = .native
+                    job.verify = verify
+                    job.mode = mode
+                    job.log = { _ in }
+                    if let dataPath {
+                        let config = try ModelLoader.configuration(of: source, heads: levelOptions.heads)
+                        job.verificationData = try VerificationData.load(dataPath, channels: config.inChannels, size: config.inputSize)
+                    }
+                    return job
+                }
                 switch try Self.existingOutput(at: outputPath) {
                 case .foreign(let what):
                     throw PPError(.badInput, file: outputPath, "\(what), not written by ppconvert; not replacing it (move it away or choose another destination)")
@@ -175,29 +189,30 @@ public struct Migration {
                         progress("\(counter) -> \(output): converting again (\(stale))")
                     } else {
                         // The previous run's numbers stay valid for the same source and output bytes.
-                        let carried = earlier.flatMap { e -> JSONValue? in
+                        var verification = earlier.flatMap { e -> JSONValue? in
                             e["output_sha256"]?.stringValue == modelSHA256 && e["source_sha256"]?.stringValue == sha256 ? e["verification"] : nil
+                        }.flatMap { $0.isNull ? nil : $0 }
+                        var upToDate = true
+                        if verify && verification == nil {
+                            // No numbers recorded (no manifest, or a run with --no-verify): verify a fresh
+                            // conversion in memory and compare it with the output byte for byte; write nothing.
+                            let check = try job(.check).run()
+                            upToDate = check.exitCode == 0
+                            verification = check.report["verification"]
+                            if !upToDate { progress("\(counter) -> \(output): converting again (differs from a fresh conversion)") }
                         }
-                        entries.append(Entry(source: name, sourceSHA256: sha256, level: level, output: output, outputSHA256: modelSHA256,
-                                             status: .skipped, reason: "already converted from this source with these options",
-                                             verification: carried.flatMap { $0.isNull ? nil : $0 }))
-                        progress("\(counter) -> \(output): skipped, already converted from this source (sha256 \(sha256.prefix(12)))")
-                        continue
+                        if upToDate {
+                            entries.append(Entry(source: name, sourceSHA256: sha256, level: level, output: output, outputSHA256: modelSHA256,
+                                                 status: .skipped, reason: "already converted from this source with these options",
+                                                 verification: verification))
+                            progress("\(counter) -> \(output): skipped, already converted from this source (sha256 \(sha256.prefix(12)))")
+                            continue
+                        }
                     }
                 case .absent:
                     break
                 }
-                var job = FromDiTJob(sourcePath: path, options: levelOptions)
-                job.preloaded = (source, isFolder ? nil : sha256)
-                job.output = outputPath
-                job.format = .native
-                job.verify = verify
-                job.log = { _ in }
-                if let dataPath {
-                    let config = try ModelLoader.configuration(of: source, heads: levelOptions.heads)
-                    job.verificationData = try VerificationData.load(dataPath, channels: config.inChannels, size: config.inputSize)
-                }
-                let outcome = try job.run()
+                let outcome = try job(.write).run()
                 let warnings = outcome.report["warnings"]?.arrayValue?.compactMap(\.stringValue) ?? []
                 for warning in warnings { progress("  warning: \(name): \(warning)") }
                 guard outcome.exitCode == 0 else {
