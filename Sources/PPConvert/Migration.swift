@@ -27,7 +27,7 @@ public struct Migration {
         public var status: Status
         /// Why it was skipped.
         public var reason: String?
-        /// The one-line error of a failure (the same line printed on stderr).
+        /// The one-line error of a failure: the line printed on stderr, paths relative to the two folders.
         public var error: String?
         public var verification: JSONValue?
         public var warnings: [String] = []
@@ -135,7 +135,9 @@ public struct Migration {
             let line = Self.errorLine(error, file: path)
             reportError(line)
             progress("\(counter)\(output.map { " -> \($0)" } ?? ""): failed")
-            return Entry(source: name, sourceSHA256: sha256, level: level, output: output, status: .failed, error: line)
+            // The manifest names files relative to the two folders, so where they are does not change it.
+            let relative = line.replacing("\(sourceFolder)/", with: "").replacing("\(destinationFolder)/", with: "")
+            return Entry(source: name, sourceSHA256: sha256, level: level, output: output, status: .failed, error: relative)
         }
 
         let source: LoadedCheckpoint, sha256: String

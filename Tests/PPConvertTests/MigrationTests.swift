@@ -67,7 +67,7 @@ final class MigrationTests: XCTestCase {
         XCTAssertEqual(entry(run, "logs", level: nil)?["status"]?.stringValue, "skipped")
         let broken = entry(run, "broken.pt", level: nil)
         XCTAssertEqual(broken?["status"]?.stringValue, "failed")
-        XCTAssertEqual(broken?["error"]?.stringValue, run.errors[0])
+        XCTAssertEqual(broken?["error"]?.stringValue.map { "\(source)/" + $0 }, run.errors[0])
         XCTAssertTrue(broken?["output"]?.isNull ?? false)
 
         for (name, output) in [("sit.pt", "sit-ppf2"), ("digits-sit.zip", "digits-sit-ppf2")] {
