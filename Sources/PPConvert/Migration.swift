@@ -133,8 +133,8 @@ public struct Migration {
         let path = "\(sourceFolder)/\(name)"
         func failure(_ error: Error, sha256: String? = nil, level: Int? = nil, output: String? = nil) -> Entry {
             let line = Self.errorLine(error, file: path)
-            reportError(line)
             progress("\(counter)\(output.map { " -> \($0)" } ?? ""): failed")
+            reportError(line)
             // The manifest names files relative to the two folders, so where they are does not change it.
             let relative = line.replacing("\(sourceFolder)/", with: "").replacing("\(destinationFolder)/", with: "")
             return Entry(source: name, sourceSHA256: sha256, level: level, output: output, status: .failed, error: relative)
