@@ -188,6 +188,20 @@ final class MigrationTests: XCTestCase {
         XCTAssertEqual(kind("logs"), "other")
     }
 
+    /// The built command as CI runs it: exit 65, the report on stdout with `--json -`, one error line.
+    func testTheCommandExits65AndPrintsTheManifest() throws {
+        let source = try makeSourceFolder()
+        let destination = Paths.scratch(self) + "/ppflow"
+        let logs = Paths.scratch(self)
+        let status = system("\(CommandLineTests.binaries)/ppconvert migrate \(source) \(destination) --heads 4 --objective velocity --json - >\(logs)/out 2>\(logs)/err </dev/null")
+        XCTAssertEqual((status >> 8) & 0xff, 65)
+        XCTAssertEqual(try fileBytes("\(logs)/out"), try fileBytes("\(destination)/\(Migration.manifestName)"))
+        // With the report on stdout the progress goes to stderr; the error is the one line naming the tool.
+        let errors = String(decoding: try fileBytes("\(logs)/err"), as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix("ppconvert migrate: ") }
+        XCTAssertEqual(errors, ["ppconvert migrate: \(source)/broken.pt: no end-of-central-directory record (truncated zip?)"])
+        XCTAssertEqual(system("\(CommandLineTests.binaries)/ppconvert migrate \(source) \(destination) --levels 4 >/dev/null 2>&1") >> 8 & 0xff, 64)
+    }
+
     func testCollidingStemsKeepWholeNames() {
         XCTAssertEqual(Migration.outputStems(for: ["a.pt", "a.safetensors", "b.zip", "c"]),
                        ["a.pt": "a.pt", "a.safetensors": "a.safetensors", "b.zip": "b", "c": "c"])
