@@ -157,12 +157,17 @@ public struct Migration {
             return [Entry(source: name, sourceSHA256: sha256, status: .skipped, reason: "not a DiT/SiT model (\(why))")]
         }
         let isFolder = Self.isFolder(path)
+        // --objective and --heads fill gaps: a folder may mix DiT and SiT, and what a source's own
+        // metadata says wins (from-dit would refuse a flag that contradicts it).
+        var sourceOptions = options
+        if source.objective != .unknown { sourceOptions.objective = nil }
+        if source.numHeads != nil { sourceOptions.heads = nil }
 
         var entries: [Entry] = []
         for level in levels {
             let output = "\(stem)-ppf\(level)"
             let outputPath = "\(destinationFolder)/\(output)"
-            var levelOptions = options
+            var levelOptions = sourceOptions
             levelOptions.levels = level
             do {
                 func job(_ mode: FromDiTJob.Mode) throws -> FromDiTJob {

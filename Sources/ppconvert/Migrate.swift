@@ -28,7 +28,7 @@ extension PPConvertCommand {
         @Option(help: "Latents (safetensors with latents [N,C,H,W], optional labels [N]) for --init calibrated and the verification.") var data: String?
         @Option(help: "Calibrated only: gain of the within-group detail in the coarse patch embeddings (see from-dit).") var detailScale = 0.0
         @Option(help: "velocity (SiT) or epsilon (DiT), for sources whose metadata does not say.") var objective: String?
-        @Option(help: "Number of attention heads for sources without metadata.") var heads: Int?
+        @Option(help: "Number of attention heads, for sources whose metadata does not say.") var heads: Int?
         @Option(help: "Also write the report (the manifest's content) to this file ('-' for stdout).") var json: String?
         @Flag(name: .customLong("no-verify"), help: "Skip running source and converted model.") var noVerify = false
 

@@ -2,6 +2,7 @@ import PPCheckpoint
 @testable import PPConvert
 import PPJSON
 import PPTensor
+import PPTorchFormat
 import XCTest
 
 #if canImport(Glibc)
@@ -186,6 +187,29 @@ final class MigrationTests: XCTestCase {
         XCTAssertEqual(kind("notes.txt"), "other")
         XCTAssertEqual(kind("dit.zip"), "checkpoint")
         XCTAssertEqual(kind("logs"), "other")
+    }
+
+    /// A diffusers DiT folder beside the SiTs: the flags fill only what metadata leaves open (the DiT
+    /// stays epsilon under --objective velocity), and the folder's identity is the hash of its listing.
+    func testAFolderSourceIsConvertedAndSkippedOnRerun() throws {
+        let source = try makeSourceFolder()
+        let archive = try ZipArchive(path: Paths.fixture("dit_diffusers.zip"))
+        for entry in archive.entries where !entry.isDirectory {
+            var folder = "\(source)/dit_diffusers"
+            for part in entry.name.split(separator: "/").dropLast() { _ = mkdir(folder, 0o755); folder += "/\(part)" }
+            _ = mkdir(folder, 0o755)
+            try write(try archive.bytes(of: entry), to: "\(source)/dit_diffusers/\(entry.name)")
+        }
+        let destination = Paths.scratch(self) + "/ppflow"
+        let first = try migrate(source, destination)
+        let dit = try XCTUnwrap(entry(first, "dit_diffusers"))
+        XCTAssertEqual(dit["status"]?.stringValue, "converted", "\(dit)")
+        XCTAssertEqual(dit["source_sha256"]?.stringValue, try Migration.folderSHA256("\(source)/dit_diffusers"))
+        XCTAssertEqual(try JSON.parse(file: "\(destination)/dit_diffusers-ppf2/config.json")["objective"]?.stringValue, "epsilon")
+        XCTAssertEqual(entry(try migrate(source, destination), "dit_diffusers")?["status"]?.stringValue, "skipped")
+        // A changed file inside the folder changes its identity.
+        try write(Array("{}".utf8), to: "\(source)/dit_diffusers/notes.json")
+        XCTAssertEqual(entry(try migrate(source, destination), "dit_diffusers")?["status"]?.stringValue, "converted")
     }
 
     /// The built command as CI runs it: exit 65, the report on stdout with `--json -`, one error line.
