@@ -226,6 +226,35 @@ final class MigrationTests: XCTestCase {
         XCTAssertEqual(system("\(CommandLineTests.binaries)/ppconvert migrate \(source) \(destination) --levels 4 >/dev/null 2>&1") >> 8 & 0xff, 64)
     }
 
+    /// Every option recorded in config.json decides whether an output still stands for the source.
+    func testStalenessComparesWhatTheConfigRecords() throws {
+        let source = try makeSourceFolder()
+        let destination = Paths.scratch(self) + "/ppflow"
+        _ = try migrate(source, destination)
+        let config = try JSON.parse(file: "\(destination)/sit-ppf2/config.json")
+        let model = try XCTUnwrap(config["model_sha256"]?.stringValue)
+        let sourceSHA = try SHA256.hashFile("\(source)/sit.pt")
+        var options = FromDiTOptions()
+        options.objective = .velocity
+        options.heads = 4
+        func stale(_ change: (inout FromDiTOptions) -> Void, model: String = model, source: String = sourceSHA) -> String? {
+            var changed = options
+            change(&changed)
+            return Migration.staleness(of: config, modelSHA256: model, recordedSourceSHA256: sourceSHA, sourceSHA256: source,
+                                       options: changed, dataSHA256: nil)
+        }
+        XCTAssertNil(stale { _ in })
+        XCTAssertEqual(stale({ _ in }, source: String(repeating: "0", count: 64)), "converted from other source bytes")
+        XCTAssertEqual(stale({ _ in }, model: String(repeating: "0", count: 64)), "model.safetensors does not match the sha256 in its config.json")
+        XCTAssertEqual(stale { $0.levels = 3 }, "other levels")
+        XCTAssertEqual(stale { $0.thresholds = [0.4] }, "other thresholds")
+        XCTAssertEqual(stale { $0.cfgScales = [1, 4] }, "other guidance scales")
+        XCTAssertEqual(stale { $0.initializer = .calibrated }, "another initializer")
+        XCTAssertEqual(stale { $0.objective = .epsilon }, "another objective")
+        XCTAssertEqual(stale { $0.objective = nil }, "the objective came from --objective, which is not given now")
+        XCTAssertEqual(stale { $0.heads = 2 }, "other heads")
+    }
+
     func testCollidingStemsKeepWholeNames() {
         XCTAssertEqual(Migration.outputStems(for: ["a.pt", "a.safetensors", "b.zip", "c"]),
                        ["a.pt": "a.pt", "a.safetensors": "a.safetensors", "b.zip": "b", "c": "c"])
