@@ -19,6 +19,7 @@
 //   PPSample       ODE samplers, guidance, PNG output
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer
 //   PPCLI          what the executables share: error exits, progress, JSON output
+//   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
 //   ppconvert / ppsample / ppfinetune   thin command-line front ends
 import PackageDescription
 
@@ -28,6 +29,12 @@ let package = Package(
         .executable(name: "ppconvert", targets: ["ppconvert"]),
         .executable(name: "ppsample", targets: ["ppsample"]),
         .executable(name: "ppfinetune", targets: ["ppfinetune"]),
+        // For other packages: loaders, converter, sampler and trainer (see docs/LIBRARY.md).
+        .library(name: "PPFlowKit", targets: [
+            "PPFlowKit",
+            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint",
+            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPTrain",
+        ]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -53,6 +60,10 @@ let package = Package(
         .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
         .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
+        .target(name: "PPFlowKit", dependencies: [
+            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint",
+            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPTrain",
+        ]),
 
         .executableTarget(name: "ppconvert", dependencies: [
             "PPCLI",

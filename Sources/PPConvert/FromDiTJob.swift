@@ -24,6 +24,9 @@ public struct FromDiTJob {
     public var log: (String) -> Void = { print($0) }
     /// Latents for the verification inputs (x1 of x_t); Gaussian when nil.
     public var verificationData: (latents: [Float], labels: [Int32], count: Int)?
+    /// The source already loaded and hashed by the caller (`migrate` does both to decide whether to
+    /// convert), so the job does not read it twice. `sha256` is nil for a folder, as fileSHA256 gives.
+    public var preloaded: (checkpoint: LoadedCheckpoint, sha256: String?)?
 
     public init(sourcePath: String, options: FromDiTOptions) {
         self.sourcePath = sourcePath
@@ -55,8 +58,8 @@ public struct FromDiTJob {
 
     public func run() throws -> Outcome {
         try checkOutput()
-        let source = try CheckpointLoader.load(sourcePath, weights: weights)
-        let sourceHash = try CheckpointLoader.fileSHA256(sourcePath)
+        let source = try preloaded?.checkpoint ?? CheckpointLoader.load(sourcePath, weights: weights)
+        let sourceHash = try preloaded.map { $0.sha256 } ?? CheckpointLoader.fileSHA256(sourcePath)
         let result = try FromDiT.convert(source, options: options, sourceSHA256: sourceHash)
         for warning in result.warnings { log("warning: \(warning)") }
         if let objective = result.nativeConfig["objective"]?.stringValue {

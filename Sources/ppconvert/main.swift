@@ -21,7 +21,7 @@ struct PPConvertCommand: ParsableCommand {
             files the toolkit did not write.
 
             """ + "\n" + PPError.exitCodeSummary,
-        subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self, BenchIO.self])
+        subcommands: [Inspect.self, Convert.self, Diff.self, FromDit.self, Verify.self, Migrate.self, BenchIO.self])
 }
 
 struct SourceOptions: ParsableArguments {
