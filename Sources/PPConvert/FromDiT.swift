@@ -71,7 +71,7 @@ public enum FromDiT {
         guard case .ditSit = source.layout else {
             throw PPError.badInput(source.path, "from-dit needs a DiT/SiT model; this one is \(source.layout)")
         }
-        var warnings: [String] = []
+        let warnings: [String] = []
 
         // The objective: metadata wins; the flag fills a gap or must agree.
         var objective = source.objective
