@@ -3,8 +3,8 @@
 // fine-tune and sample, with parity against the official PyTorch code.
 //
 // Layering (bytes -> checkpoint IO -> conversion -> model -> training/sampling -> checkpoint IO):
-//   C shims (COpenBLAS, CLibZip, CJSONC, CLibPNG, CJPEG), each imported by exactly one Swift module;
-//   CSHA256 is our own SHA-NI compression function (x86-64), used by PPTensor's SHA256 when the CPU has it
+//   C shims (COpenBLAS, CLibZip, CJSONC, CLibPNG, CJPEG, COpenSSL for SHA-256), each imported by exactly
+//   one Swift module
 //   PPTensor       dtypes, half/bfloat conversions, byte storages (mmap), tensor views, errors
 //   PPJSON         json-c wrapper: JSON values, strict parsing (duplicate keys), deterministic output
 //   PPSafetensors  safetensors reader/writer, sharded sets
@@ -45,9 +45,9 @@ let package = Package(
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         .systemLibrary(name: "CLibPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
-        .target(name: "CSHA256"),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
-        .target(name: "PPTensor", dependencies: ["CSHA256"]),
+        .target(name: "PPTensor", dependencies: ["COpenSSL"]),
         .target(name: "PPJSON", dependencies: ["CJSONC", "PPTensor"]),
         .target(name: "PPSafetensors", dependencies: ["PPTensor", "PPJSON"]),
         .target(name: "PPTorchFormat", dependencies: ["PPTensor", "CLibZip"]),
@@ -55,9 +55,12 @@ let package = Package(
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
         .target(name: "PPImage", dependencies: ["PPTensor", "CLibPNG", "CJPEG"]),
         .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
-        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel"]),
+        // The key-mapping table travels inside the binary: Sources/PPConvert/ppflow-from-dit.json is a link to
+        // converters/ppflow-from-dit.json (the source of truth), embedded at build time.
+        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel"],
+                resources: [.embedInCode("ppflow-from-dit.json")]),
         .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
-        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
+        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
         .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
         .target(name: "PPFlowKit", dependencies: [
@@ -77,23 +80,23 @@ let package = Package(
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
             "PPCLI",
-            "PPTrain", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
+            "PPTrain", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Helpers shared by the test targets (fixture paths, scratch folders, assertions).
         .target(name: "PPTestSupport", dependencies: ["PPTensor"], path: "Tests/PPTestSupport"),
         .testTarget(name: "PPTensorTests", dependencies: ["PPTensor"]),
-        .testTarget(name: "PPJSONTests", dependencies: ["PPJSON"]),
-        .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPTensor"]),
+        .testTarget(name: "PPJSONTests", dependencies: ["PPJSON", "PPTensor"]),
+        .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPTensor", "PPJSON"]),
         .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTestSupport", "PPTorchFormat", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPCheckpointTests", dependencies: ["PPTestSupport", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
         .testTarget(name: "PPImageTests", dependencies: ["PPTestSupport", "PPImage", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels"]),
         .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
     // ranges), which strict Swift 6 checking cannot see.

@@ -45,20 +45,19 @@ B=.build-fuzz
 M=$B/modules
 mkdir -p "$M" "$B/bin"
 SAN=(-sanitize=fuzzer,address)
-SWIFTFLAGS=(-O -g -parse-as-library -swift-version 5 -enable-testing -I "$M" -I Sources/CJSONC -I Sources/CLibZip -I Sources/COpenBLAS
+SWIFTFLAGS=(-O -g -parse-as-library -swift-version 5 -enable-testing -I "$M" -I Sources/CJSONC -I Sources/CLibZip -I Sources/COpenBLAS -I Sources/COpenSSL
             $(pkg-config --cflags-only-I json-c libzip openblas | sed 's/-I/-Xcc -I/g'))
 
-# CSHA256: our C file, with a module map for its header.
-build_csha() {
-  local obj=$M/CSHA256.o
-  if [ ! -f "$obj" ] || [ Sources/CSHA256/sha256_ni.c -nt "$obj" ]; then
-    mkdir -p "$M/CSHA256"
-    cat > "$M/CSHA256/module.modulemap" <<EOF
-module CSHA256 { header "$PWD/Sources/CSHA256/include/csha256.h" export * }
-EOF
-    clang -O2 -g -fsanitize=fuzzer-no-link,address -msha -mssse3 -msse4.1 -I Sources/CSHA256/include \
-      -c Sources/CSHA256/sha256_ni.c -o "$obj"
+# SwiftPM's embedInCode resources, as the accessor it generates (PackageResources.<file_name>): one
+# Swift file per module that declares resources (only PPConvert's key-mapping table today).
+resources_for() {
+  local name=$1 out=$M/$name-resources.swift
+  [ "$name" = PPConvert ] || return 0
+  local json=converters/ppflow-from-dit.json
+  if [ ! -f "$out" ] || [ "$json" -nt "$out" ]; then
+    python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); print("enum PackageResources { static let ppflow_from_dit_json: [UInt8] = [" + ",".join(map(str, d)) + "] }")' "$json" > "$out"
   fi
+  echo "$out"
 }
 
 # One Swift module: .swiftmodule + one object file, rebuilt when a source (or a dependency) is newer.
@@ -66,18 +65,19 @@ build_module() {
   local name=$1; shift
   local obj=$M/$name.o
   local stale=0
+  local extra; extra=$(resources_for "$name")
   [ -f "$obj" ] || stale=1
-  for f in Sources/$name/*.swift "$@"; do [ "$f" -nt "$obj" ] && stale=1; done
+  for f in Sources/$name/*.swift $extra "$@"; do [ "$f" -nt "$obj" ] && stale=1; done
   if [ $stale -eq 1 ]; then
     echo "building $name" >&2
-    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -I "$M/CSHA256" -module-name "$name" -wmo -emit-module -emit-module-path "$M/$name.swiftmodule" \
-      -emit-object -o "$obj" Sources/$name/*.swift
+    # shellcheck disable=SC2086
+    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -module-name "$name" -wmo -emit-module -emit-module-path "$M/$name.swiftmodule" \
+      -emit-object -o "$obj" Sources/$name/*.swift $extra
   fi
 }
 
 build_modules() {
-  build_csha
-  build_module PPTensor "$M/CSHA256.o"
+  build_module PPTensor
   build_module PPJSON "$M/PPTensor.o"
   build_module PPSafetensors "$M/PPJSON.o"
   build_module PPTorchFormat "$M/PPTensor.o"
@@ -91,7 +91,7 @@ build_modules() {
 }
 
 objects_for() {
-  local base="$M/CSHA256.o $M/PPTensor.o $M/PPJSON.o $M/PPSafetensors.o $M/PPTorchFormat.o $M/PPCheckpoint.o"
+  local base="$M/PPTensor.o $M/PPJSON.o $M/PPSafetensors.o $M/PPTorchFormat.o $M/PPCheckpoint.o"
   case "$1" in
     config) echo "$base $M/PPKernels.o $M/PPModel.o" ;;
     recipe) echo "$base $M/PPKernels.o $M/PPModel.o $M/PPConvert.o $M/PPTrain.o" ;;
@@ -108,8 +108,8 @@ build_target() {
   if [ $stale -eq 1 ]; then
     echo "linking fuzz-$t" >&2
     # shellcheck disable=SC2086
-    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -I "$M/CSHA256" -module-name Fuzz$t Tests/Fuzz/$t.swift Tests/Fuzz/Support.swift $objs \
-      -o "$exe" $(pkg-config --libs-only-L openblas) -Xlinker -ljson-c -Xlinker -lzip -Xlinker -lopenblas 2>&1 \
+    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -module-name Fuzz$t Tests/Fuzz/$t.swift Tests/Fuzz/Support.swift $objs \
+      -o "$exe" $(pkg-config --libs-only-L openblas) -Xlinker -ljson-c -Xlinker -lzip -Xlinker -lopenblas -Xlinker -lcrypto 2>&1 \
       | { grep -v "Cannot export local symbol" || true; } >&2
   fi
 }

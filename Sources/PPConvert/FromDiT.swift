@@ -13,6 +13,8 @@ public struct FromDiTOptions {
     public var objective: Objective? = nil
     public var dtype: OutputDType = .keep
     public var heads: Int? = nil
+    /// A key-mapping table to use instead of the built-in one (`--rules FILE`).
+    public var rulesFile: String? = nil
     /// For `initializer == .calibrated`: the latents and fit settings.
     public var calibration: CalibratedInitializer.Options? = nil
     /// Progress of long steps (calibration): (what, done, total).
@@ -96,7 +98,7 @@ public enum FromDiT {
         target.levels = options.levels
         target.thresholds = thresholds
 
-        let rules = try KeyRules.load(named: "ppflow-from-dit")
+        let rules = try options.rulesFile.map(KeyRules.load(file:)) ?? KeyRules.builtIn()
         var plan = ConversionPlan()
         var out = TensorDict()
         var used = Set<String>()
@@ -161,7 +163,7 @@ public enum FromDiT {
         var calibrationReport: CalibratedInitializer.Report?
         var initializerRecord = JSONObject([
             ("name", .string(options.initializer.rawValue)),
-            ("rules", .string("converters/\(rules.name).json")),
+            ("rules", .string(options.rulesFile.map { "\(FileOutput.baseName(of: $0)) (--rules)" } ?? KeyRules.builtInName)),
             ("level_embedder", .string("zeros")),
         ])
         if options.initializer == .calibrated {

@@ -62,39 +62,19 @@ public struct KeyRules: Sendable {
         }
     }
 
-    /// Loads `converters/<name>.json`. Search order: `$PPFLOW_CONVERTERS`, then a `converters/` folder
-    /// above the running executable (a checkout's `.build/...`), then above the current folder.
-    public static func load(named name: String) throws -> KeyRules {
-        let file = "\(name).json"
-        for folder in searchFolders() {
-            let path = "\(folder)/\(file)"
-            if let storage = try? ByteStorage(mappingFile: path) {
-                return try KeyRules(json: storage.withBytes { try JSON.parse($0, origin: path) }, origin: path)
-            }
-        }
-        throw PPError(.missingInput, file: "converters/\(file)",
-            "key-mapping table not found; set PPFLOW_CONVERTERS to the repository's converters/ folder")
+    /// The table the toolkit was built with: converters/ppflow-from-dit.json, embedded at build time (an
+    /// installed binary converts without the repository, and no `converters/` folder near the working
+    /// folder changes a conversion).
+    public static let builtInName = "converters/ppflow-from-dit.json"
+    public static var builtInBytes: [UInt8] { PackageResources.ppflow_from_dit_json }
+
+    public static func builtIn() throws -> KeyRules {
+        try KeyRules(json: builtInBytes.withUnsafeBytes { try JSON.parse($0, origin: builtInName) }, origin: builtInName)
     }
 
-    static func searchFolders() -> [String] {
-        var folders: [String] = []
-        if let env = getenv("PPFLOW_CONVERTERS") { folders.append(String(cString: env)) }
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        if n > 0 {
-            var dir = FileOutput.directory(of: String(cString: buffer))
-            for _ in 0..<6 {
-                folders.append("\(dir)/converters")
-                dir = FileOutput.directory(of: dir)
-            }
-        }
-        if let cwd = getcwd(&buffer, buffer.count) {
-            var dir = String(cString: cwd)
-            for _ in 0..<4 {
-                folders.append("\(dir)/converters")
-                dir = FileOutput.directory(of: dir)
-            }
-        }
-        return folders
+    /// A table from a file (`from-dit --rules FILE`), for people who map their own architecture's keys.
+    public static func load(file path: String) throws -> KeyRules {
+        let storage = try ByteStorage(mappingFile: path)
+        return try KeyRules(json: storage.withBytes { try JSON.parse($0, origin: path) }, origin: path)
     }
 }

@@ -1,4 +1,5 @@
 import PPCheckpoint
+import PPJSON
 import PPTensor
 
 /// A runnable model from any checkpoint the readers accept.

@@ -174,6 +174,7 @@ extension PPConvertCommand {
         @Option(help: "velocity (SiT) or epsilon (DiT), when the source's metadata does not say.") var objective: String?
         @Option(help: "Output dtype: keep | f32 | f16 | bf16.") var dtype: OutputDType = .keep
         @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
+        @Option(help: "A key-mapping table to use instead of the built-in converters/ppflow-from-dit.json (same format).") var rules: String?
         @Option(help: "Output folder (native) or file (torch). Default: <source>-ppf<levels>.") var out: String?
         @Option(help: "native (a folder) or torch (a .pt for the official sample.py).") var format: ModelOutputFormat = .native
         @Option(help: "Write a JSON report to this file ('-' for stdout).") var json: String?
@@ -204,6 +205,7 @@ extension PPConvertCommand {
                 options.objective = objective.flatMap(Objective.init(userName:))
                 options.dtype = dtype
                 options.heads = heads
+                options.rulesFile = rules
                 if let data, `init` == .calibrated {
                     var calibration = CalibratedInitializer.Options(dataPath: data)
                     calibration.samples = calibrationSamples

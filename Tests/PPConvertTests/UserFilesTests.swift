@@ -1,4 +1,5 @@
 import PPCheckpoint
+import PPConvert
 import PPJSON
 import PPSafetensors
 import PPTensor
@@ -150,5 +151,44 @@ extension CommandLineTests {
             let flat = r.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
             XCTAssertTrue(flat.contains(PPError.exitCodeSummary), "\(tool) --help:\n\(r.stdout)")
         }
+    }
+}
+
+/// The key-mapping table travels with the binary (issue 12): built in, never looked up beside it.
+extension CommandLineTests {
+    func testTheBuiltInRulesAreTheRepositorysTable() throws {
+        XCTAssertEqual(KeyRules.builtInBytes, try fileBytes("\(Paths.repository)/converters/ppflow-from-dit.json"))
+        XCTAssertEqual(try KeyRules.builtIn().name, "ppflow-from-dit")
+    }
+
+    func testAnInstalledCopyConvertsWithoutTheRepository() throws {
+        let installed = Paths.scratch(self), elsewhere = Paths.scratch(self)
+        for tool in ["ppconvert", "ppsample", "ppfinetune"] {
+            try write(try fileBytes("\(Self.binaries)/\(tool)"), to: "\(installed)/\(tool)")
+            XCTAssertEqual(chmod("\(installed)/\(tool)", 0o755), 0)
+        }
+        // A stray converters/ folder above the working folder must not change anything either.
+        XCTAssertEqual(mkdir("\(elsewhere)/converters", 0o755), 0)
+        try write(Array("{\"name\": \"broken\"}".utf8), to: "\(elsewhere)/converters/ppflow-from-dit.json")
+        XCTAssertEqual(mkdir("\(elsewhere)/work", 0o755), 0)
+        let status = system("cd '\(elsewhere)/work' && env -u PPFLOW_CONVERTERS '\(installed)/ppconvert' from-dit '\(Paths.digitsZip)' --out out >'\(elsewhere)/log' 2>&1")
+        let log = String(decoding: try fileBytes("\(elsewhere)/log"), as: UTF8.self)
+        XCTAssertEqual((status >> 8) & 0xff, 0, log)
+        XCTAssertEqual(try CheckpointLoader.load("\(elsewhere)/work/out").layout, .ppflow(levels: 2))
+    }
+
+    func testRulesFromAFileReplaceTheBuiltInTable() throws {
+        let folder = Paths.scratch(self)
+        try write(try fileBytes("\(Paths.repository)/converters/ppflow-from-dit.json"), to: "\(folder)/mine.json")
+        let same = try run("ppconvert", ["from-dit", Paths.digitsZip, "--no-verify", "--rules", "\(folder)/mine.json", "--out", "\(folder)/a"])
+        XCTAssertEqual(same.status, 0, same.stderr)
+        let builtIn = try run("ppconvert", ["from-dit", Paths.digitsZip, "--no-verify", "--out", "\(folder)/b"])
+        XCTAssertEqual(builtIn.status, 0, builtIn.stderr)
+        XCTAssertEqual(try fileBytes("\(folder)/a/model.safetensors"), try fileBytes("\(folder)/b/model.safetensors"))
+        XCTAssertTrue(try JSON.parse(file: "\(folder)/a/config.json")["provenance"]?["initializer"]?["rules"]?.stringValue?.contains("--rules") ?? false)
+        try write(Array("{\"name\": \"x\", \"rules\": [{\"target\": \"a\", \"op\": \"bend\"}]}".utf8), to: "\(folder)/bad.json")
+        let bad = try run("ppconvert", ["from-dit", Paths.digitsZip, "--no-verify", "--rules", "\(folder)/bad.json", "--out", "\(folder)/c"])
+        XCTAssertEqual(bad.status, 65, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("bad.json") && bad.stderr.contains("rules[0].op"), bad.stderr)
     }
 }

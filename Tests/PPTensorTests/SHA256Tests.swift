@@ -13,12 +13,13 @@ final class SHA256Tests: XCTestCase {
     override func setUp() { folder = makeTemporaryFolder() }
     override func tearDown() { FileOutput.removeTree(folder) }
 
-    /// Hashes with the default path and with the forced Swift reference; both must give `expected`.
+    /// One shot and streamed byte by byte must both give `expected`.
     private func assertDigest(_ bytes: [UInt8], _ expected: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(SHA256.hash(bytes), expected, "default path", file: file, line: line)
-        var r = SHA256(forceReference: true)
-        r.update(bytes)
-        XCTAssertEqual(r.finishHex(), expected, "reference path", file: file, line: line)
+        XCTAssertEqual(SHA256.hash(bytes), expected, "one shot", file: file, line: line)
+        guard bytes.count <= 1000 else { return }
+        var h = SHA256()
+        for b in bytes { h.update([b]) }
+        XCTAssertEqual(h.finishHex(), expected, "byte by byte", file: file, line: line)
     }
 
     // FIPS 180-4 examples / NIST CAVP short and long messages.
@@ -45,44 +46,38 @@ final class SHA256Tests: XCTestCase {
 
     func testChunkedUpdatesEqualOneShot() {
         let data = randomBytes(1000, seed: 1)
-        for reference in [false, true] {
-            var one = SHA256(forceReference: reference)
-            one.update(data)
-            let expected = one.finishHex()
-            for chunk in [1, 2, 7, 55, 56, 57, 63, 64, 65, 127, 128, 129, 191, 999, 1000] {
-                var h = SHA256(forceReference: reference)
-                var o = 0
-                while o < data.count {
-                    let n = min(chunk, data.count - o)
-                    h.update(Array(data[o ..< o + n]))
-                    o += n
-                }
-                XCTAssertEqual(h.finishHex(), expected, "chunks of \(chunk), reference \(reference)")
+        let expected = SHA256.hash(data)
+        for chunk in [1, 2, 7, 55, 56, 57, 63, 64, 65, 127, 128, 129, 191, 999, 1000] {
+            var h = SHA256()
+            var o = 0
+            while o < data.count {
+                let n = min(chunk, data.count - o)
+                h.update(Array(data[o ..< o + n]))
+                o += n
             }
-            // One split at every point of the first 200 bytes, with an empty update in between.
-            for split in 0...200 {
-                var h = SHA256(forceReference: reference)
-                h.update(Array(data[..<split]))
-                h.update([])
-                h.update(Array(data[split...]))
-                XCTAssertEqual(h.finishHex(), expected, "split at \(split), reference \(reference)")
-            }
+            XCTAssertEqual(h.finishHex(), expected, "chunks of \(chunk)")
+        }
+        // One split at every point of the first 200 bytes, with an empty update in between.
+        for split in 0...200 {
+            var h = SHA256()
+            h.update(Array(data[..<split]))
+            h.update([])
+            h.update(Array(data[split...]))
+            XCTAssertEqual(h.finishHex(), expected, "split at \(split)")
         }
     }
 
-    func testHardwarePathMatchesReference() throws {
-        XCTAssertFalse(SHA256(forceReference: true).usesHardware)
-        XCTAssertEqual(SHA256().usesHardware, SHA256.hardwareAvailable)
-        try XCTSkipUnless(SHA256.hardwareAvailable, "this CPU has no SHA extensions")
-        let data = randomBytes(70_000, seed: 2)
-        var lengths = Array(0...300)
-        lengths += [447, 448, 449, 1023, 1024, 1025, 4096 + 17, 65_536, 70_000]
-        for n in lengths {
-            let slice = Array(data[..<n])
-            var r = SHA256(forceReference: true)
-            r.update(slice)
-            XCTAssertEqual(SHA256.hash(slice), r.finishHex(), "length \(n)")
-        }
+    /// A value type: a copy taken mid-stream hashes on by itself, and finish() starts a hasher over.
+    func testCopiesHashIndependently() {
+        var a = SHA256()
+        a.update("ab")
+        var b = a
+        a.update("c")
+        b.update("d")
+        XCTAssertEqual(a.finishHex(), SHA256.hash(Array("abc".utf8)))
+        XCTAssertEqual(b.finishHex(), SHA256.hash(Array("abd".utf8)))
+        a.update("abc")
+        XCTAssertEqual(a.finishHex(), SHA256.hash(Array("abc".utf8)))
     }
 
     func testHashFileMatchesKnownDigestAndMemory() throws {
