@@ -14,6 +14,7 @@
 //   PPModel        configs, parameter layout, DiT/SiT/PPFlow forward (and backward)
 //   PPConvert      from-dit: key rules, pyramid initializers, verification
 //   PPSample       ODE samplers, guidance, PNG output
+//   PPVAE          the Stable Diffusion VAE (diffusers AutoencoderKL): loading (diffusers, ldm), encode, decode
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer
 //   PPCLI          what the executables share: error exits, progress, JSON output
 //   ppconvert / ppsample / ppfinetune   thin command-line front ends
@@ -43,6 +44,7 @@ let package = Package(
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
         .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
         .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel"]),
+        .target(name: "PPVAE", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
         .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
         .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
@@ -55,7 +57,7 @@ let package = Package(
         ]),
         .executableTarget(name: "ppsample", dependencies: [
             "PPCLI",
-            "PPSample", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
+            "PPSample", "PPVAE", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
@@ -75,6 +77,7 @@ let package = Package(
         .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
