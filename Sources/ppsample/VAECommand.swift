@@ -34,12 +34,16 @@ extension PPSampleCommand {
                   z [B,L,h,w]            -> dec [B,3,H,W] = decoder(post_quant_conv(z)), no scaling
                   latents [B,L,h,w]      -> images = decode(latents / scaling_factor + shift_factor)
                 Example:
-                  ppsample vae Tests/Fixtures/vae-small-v1/vae.zip --inputs in.safetensors --out out.safetensors
+                  ppsample vae Tests/Fixtures/vae-small-v1/vae.zip --inputs Tests/Fixtures/vae-small-v1/ref_vae.safetensors \\
+                      --out out.safetensors --against Tests/Fixtures/vae-small-v1/ref_vae.safetensors
                 """)
 
         @Argument(help: "The VAE: a diffusers folder or zip, or an ldm .safetensors/.ckpt.") var vae: String
         @Option(help: "Inputs: x, enc_noise, z, latents (any of them).") var inputs: String
         @Option(help: "Output safetensors file.") var out: String
+        @Option(help: "Compare the outputs with the same-named tensors of this file (e.g. written by diffusers); exit 1 above --tolerance.")
+        var against: String?
+        @Option(help: "Relative error bound ||a-b||/||b|| for --against.") var tolerance: Double = 1e-5
         @OptionGroup var vaeOptions: VAEOptions
 
         func run() throws {
@@ -79,9 +83,42 @@ extension PPSampleCommand {
                                                                ("layout", model.source?.layout.rawValue ?? "")], to: out)
                 let written = result.names.map { "\($0) \(result[$0]!.shape)" }.joined(separator: ", ")
                 print("wrote \(out): \(written)")
-                return 0
+                guard let against else { return 0 }
+                return try PPSampleCommand.compareOutputs(result, against: against, tolerance: tolerance)
             }
         }
+    }
+
+    /// Prints the relative and largest absolute error of each output against `path`; 1 when any
+    /// relative error exceeds the tolerance (or a shape differs), 0 otherwise.
+    static func compareOutputs(_ result: TensorDict, against path: String, tolerance: Double) throws -> Int32 {
+        let reference = try SafetensorsFile.open(path).tensors
+        var failed = false, compared = 0
+        for name in result.names {
+            guard let expected = reference[name] else { continue }
+            compared += 1
+            let actual = result[name]!
+            guard expected.shape == actual.shape else {
+                print("\(name): shape \(actual.shape), reference \(expected.shape)")
+                failed = true
+                continue
+            }
+            let a = actual.floats(), b = expected.floats()
+            var difference = 0.0, norm = 0.0, largest = 0.0
+            for i in a.indices {
+                let d = Double(a[i]) - Double(b[i])
+                difference += d * d
+                norm += Double(b[i]) * Double(b[i])
+                largest = max(largest, abs(d))
+            }
+            let relative = norm > 0 ? (difference / norm).squareRoot() : difference.squareRoot()
+            let ok = relative <= tolerance
+            if !ok { failed = true }
+            print("\(name): relative error \(Format.scientific(relative)), max abs \(Format.scientific(largest))\(ok ? "" : " > \(Format.scientific(tolerance))")")
+        }
+        if compared == 0 { throw PPError.badInput(path, "no tensor named like an output (enc_moments, enc_mean, enc_logvar, enc_sample, dec, images)") }
+        print(failed ? "MISMATCH against \(path)" : "match: \(compared) tensors within \(Format.scientific(tolerance)) of \(path)")
+        return failed ? 1 : 0
     }
 
     struct BenchVAE: ParsableCommand {
