@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
-        .target(name: "PPVAE", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
+        .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
     // ranges), which strict Swift 6 checking cannot see.
