@@ -14,7 +14,7 @@ How a document marks its examples (an HTML comment on the line before the fence,
 
 Every ```sh and ```console block must carry a marker, so no example escapes the test by accident; synopses
 go in ```text blocks. In a ```console block, lines starting with `$ ` are commands and the lines after one
-are the output it must print: each quoted line must appear, in order, in stdout+stderr; `...` inside a
+are the output it must print: each quoted line must appear, in order, in stdout and stderr together; `...` inside a
 line matches any text there, and a line that is only `...` skips any lines.
 Commands of one file run in order in one scratch folder that links the repository's examples/, recipes/,
 converters/, scripts/ and Tests/, with the binaries on PATH and in $B (a line assigning B is skipped).
@@ -148,9 +148,10 @@ def main():
                     status = 0
                 shown = command if len(command) < 110 else command[:107] + "..."
                 try:
-                    r = subprocess.run(["bash", "-c", command], cwd=scratch, env=run_env, capture_output=True, text=True,
-                                       timeout=1800)
-                    output = (r.stdout + r.stderr).split("\n")
+                    # One stream, as a terminal shows it (stdout is line-buffered, so the order holds).
+                    r = subprocess.run(["bash", "-c", command], cwd=scratch, env=run_env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, timeout=1800)
+                    output = r.stdout.split("\n")
                     problem = None
                     if r.returncode != status:
                         problem = f"exit {r.returncode}, expected {status}: " + " | ".join(l for l in output if l.strip())[-600:]
