@@ -281,6 +281,20 @@ def write_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
+def write_case(folder, name, rgb, width, height, size):
+    """Pillow's decoded RGB and its center crop next to the image; returns the manifest line."""
+    with open(os.path.join(folder, name + ".decoded"), "wb") as f:
+        f.write(np.array(rgb).tobytes())
+    with open(os.path.join(folder, name + ".crop"), "wb") as f:
+        f.write(np.array(center_crop_arr(rgb, size)).tobytes())
+    return f"{name} {width} {height} {size}"
+
+
+def write_manifest(folder, lines):
+    with open(os.path.join(folder, "manifest.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def stress(folder, count, seed=1234):
     """A larger random set, not committed: random sizes (1...400 a side), JPEG qualities, subsamplings,
     progressive or not, PNG modes, and crop sizes 4...160 (including crops larger than the image).
@@ -316,13 +330,8 @@ def stress(folder, count, seed=1234):
             f.write(data)
         rgb = Image.open(io.BytesIO(data)).convert("RGB")
         size = int(rng.randint(4, 161))
-        with open(os.path.join(folder, name + ".decoded"), "wb") as f:
-            f.write(np.array(rgb).tobytes())
-        with open(os.path.join(folder, name + ".crop"), "wb") as f:
-            f.write(np.array(center_crop_arr(rgb, size)).tobytes())
-        lines.append(f"{name} {width} {height} {size}")
-    with open(os.path.join(folder, "manifest.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+        lines.append(write_case(folder, name, rgb, width, height, size))
+    write_manifest(folder, lines)
     print(f"{count} random images in {folder}", file=sys.stderr)
 
 
@@ -340,13 +349,8 @@ def imagenet_like(folder, count, size=256):
         with open(os.path.join(folder, name), "wb") as f:
             f.write(buffer.getvalue())
         rgb = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-        with open(os.path.join(folder, name + ".decoded"), "wb") as f:
-            f.write(np.array(rgb).tobytes())
-        with open(os.path.join(folder, name + ".crop"), "wb") as f:
-            f.write(np.array(center_crop_arr(rgb, size)).tobytes())
-        lines.append(f"{name} {width} {height} {size}")
-    with open(os.path.join(folder, "manifest.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+        lines.append(write_case(folder, name, rgb, width, height, size))
+    write_manifest(folder, lines)
     print(f"{count} ImageNet-sized images in {folder}", file=sys.stderr)
 
 

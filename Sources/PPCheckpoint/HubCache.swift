@@ -171,16 +171,7 @@ public enum HubCache {
         return String(decoding: storage.bytes, as: UTF8.self)
     }
 
-    static func listFolder(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if !name.hasPrefix(".") { names.append(name) }
-        }
-        return names.sorted()
-    }
+    static func listFolder(_ path: String) -> [String] { FileOutput.entries(of: path, hidden: false) }
 }
 
 extension String {

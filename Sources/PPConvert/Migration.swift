@@ -307,19 +307,7 @@ public struct Migration {
     }
 
     /// A folder's entries, sorted by bytes; dot-files (temporaries, hidden) only with `hidden`.
-    static func listing(_ folder: String, hidden: Bool = false) -> [String] {
-        guard let dir = opendir(folder) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name == "." || name == ".." || (!hidden && name.hasPrefix(".")) { continue }
-            names.append(name)
-        }
-        return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
-    }
+    static func listing(_ folder: String, hidden: Bool = false) -> [String] { FileOutput.entries(of: folder, hidden: hidden) }
 
     /// A folder source's identity: sha256 of its `sha256sum`-style listing (`<hash>  <relative path>` per
     /// file, sorted), so any changed, added or removed file changes it.

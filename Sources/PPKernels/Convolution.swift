@@ -238,13 +238,7 @@ extension Kernels {
         let count = perGroup * plane
         Parallel.forChunks(groups) { range in
             for g in range {
-                let p = x + g * count
-                var sum = 0.0
-                for i in 0..<count { sum += Double(p[i]) }
-                let mean = sum / Double(count)
-                var squares = 0.0
-                for i in 0..<count { let d = Double(p[i]) - mean; squares += d * d }
-                let inverseStd = 1 / (squares / Double(count) + Double(eps)).squareRoot()
+                let (mean, inverseStd) = meanAndInverseStd(x + g * count, count, eps)
                 for c in (g * perGroup)..<((g + 1) * perGroup) {
                     let a = inverseStd * Double(gamma[c])
                     scale[c] = Float(a)

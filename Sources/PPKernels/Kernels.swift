@@ -34,16 +34,22 @@ public enum Kernels {
         }
     }
 
+    /// Mean and 1/sqrt(variance + eps) of x[count], in two passes in Double: the variance does not lose
+    /// digits to cancellation (LayerNorm rows, GroupNorm groups of up to 10^6 values).
+    @inline(__always)
+    static func meanAndInverseStd(_ x: UnsafePointer<Float>, _ count: Int, _ eps: Float) -> (mean: Double, inverseStd: Double) {
+        var sum = 0.0
+        for i in 0..<count { sum += Double(x[i]) }
+        let mean = sum / Double(count)
+        var squares = 0.0
+        for i in 0..<count { let d = Double(x[i]) - mean; squares += d * d }
+        return (mean, 1.0 / (squares / Double(count) + Double(eps)).squareRoot())
+    }
+
     @inline(__always)
     static func layerNormRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ dim: Int, _ eps: Float,
                              _ meanOut: UnsafeMutablePointer<Float>?, _ inverseStdOut: UnsafeMutablePointer<Float>?) {
-        // Two passes in Double: the variance does not lose digits to cancellation.
-        var sum = 0.0
-        for i in 0..<dim { sum += Double(x[i]) }
-        let mean = sum / Double(dim)
-        var squares = 0.0
-        for i in 0..<dim { let d = Double(x[i]) - mean; squares += d * d }
-        let inverseStd = 1.0 / (squares / Double(dim) + Double(eps)).squareRoot()
+        let (mean, inverseStd) = meanAndInverseStd(x, dim, eps)
         let m = Float(mean), s = Float(inverseStd)
         for i in 0..<dim { y[i] = (x[i] - m) * s }
         meanOut?.pointee = m

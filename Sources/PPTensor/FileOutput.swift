@@ -148,20 +148,31 @@ public enum FileOutput {
     /// Removes what killed runs left beside `base`: `.BASE.tmp-PID-XXXXXX` and `.BASE.old-PID` whose
     /// process no longer exists (a run that is still going keeps its temporaries).
     public static func removeStaleTemporaries(in dir: String, for base: String) {
-        guard let d = opendir(dir) else { return }
         var stale: [String] = []
-        while let entry = readdir(d) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
+        for name in entries(of: dir) {
             for marker in [".\(base).tmp-", ".\(base).old-"] where name.hasPrefix(marker) {
                 let rest = name.dropFirst(marker.count)
                 guard let pid = pid_t(rest.prefix { $0.isNumber }), pid > 0 else { continue }
                 if kill(pid, 0) != 0 && errno == ESRCH { stale.append(name) }
             }
         }
-        closedir(d)
         for name in stale { removeTree("\(dir)/\(name)") }
+    }
+
+    /// The names in a folder, sorted by their bytes (the same order on every system and locale), without
+    /// `.` and `..`; names starting with a dot only with `hidden`. Empty when the folder cannot be read.
+    public static func entries(of path: String, hidden: Bool = true) -> [String] {
+        guard let d = opendir(path) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let entry = readdir(d) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." || (!hidden && name.hasPrefix(".")) { continue }
+            names.append(name)
+        }
+        return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }
 
     /// Removes a file or a folder tree (best effort).
@@ -169,16 +180,7 @@ public enum FileOutput {
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            if let d = opendir(path) {
-                while let entry = readdir(d) {
-                    let name = withUnsafePointer(to: entry.pointee.d_name) {
-                        $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-                    }
-                    if name == "." || name == ".." { continue }
-                    removeTree("\(path)/\(name)")
-                }
-                closedir(d)
-            }
+            for name in entries(of: path) { removeTree("\(path)/\(name)") }
             rmdir(path)
         } else {
             unlink(path)
@@ -263,20 +265,8 @@ public enum OutputTarget {
         }
     }
 
-    /// Names in a folder, sorted, without `.` and `..` (and without the toolkit's own temporaries of
-    /// dead processes, which `FileOutput` removes anyway).
-    public static func listFolder(_ path: String) -> [String] {
-        guard let d = opendir(path) else { return [] }
-        defer { closedir(d) }
-        var names: [String] = []
-        while let entry = readdir(d) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
-    }
+    /// Names in a folder (see `FileOutput.entries`), hidden ones included.
+    public static func listFolder(_ path: String) -> [String] { FileOutput.entries(of: path) }
 
     private static func sample(_ names: [String]) -> String {
         names.count <= 3 ? names.joined(separator: ", ") : names.prefix(3).joined(separator: ", ") + " and \(names.count - 3) more"

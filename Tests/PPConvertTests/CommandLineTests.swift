@@ -11,23 +11,10 @@ import Glibc
 
 /// Runs the built executables the way users and CI scripts do: exit codes, one-line errors, files.
 final class CommandLineTests: XCTestCase {
-    /// The products folder holding the test bundle also holds the executables.
-    static let binaries: String = {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
-    }()
+    static var binaries: String { Binaries.folder }
 
-    struct Run { var status: Int32; var stdout: String; var stderr: String }
-
-    func run(_ tool: String, _ arguments: [String]) throws -> Run {
-        let folder = Paths.scratch(self)
-        let quoted = arguments.map { "'" + $0.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" }
-        let command = "\(Self.binaries)/\(tool) \(quoted.joined(separator: " ")) >\(folder)/out 2>\(folder)/err </dev/null"
-        let raw = system(command)
-        let status = (raw >> 8) & 0xff
-        return Run(status: status, stdout: String(decoding: try fileBytes("\(folder)/out"), as: UTF8.self),
-                   stderr: String(decoding: try fileBytes("\(folder)/err"), as: UTF8.self))
+    func run(_ tool: String, _ arguments: [String]) throws -> Binaries.Run {
+        try Binaries.run(tool, arguments, scratch: Paths.scratch(self))
     }
 
     /// bench-io's child measurement: the toolkit's command reports its own peak RSS, which excludes the

@@ -17,18 +17,7 @@ func makeTemporaryFolder() -> String {
 }
 
 /// Names in `folder`, sorted, without "." and "..".
-func listFolder(_ folder: String) -> [String] {
-    guard let d = opendir(folder) else { return [] }
-    defer { closedir(d) }
-    var names: [String] = []
-    while let entry = readdir(d) {
-        let name = withUnsafePointer(to: entry.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
-}
+func listFolder(_ folder: String) -> [String] { FileOutput.entries(of: folder) }
 
 func readWholeFile(_ path: String) throws -> [UInt8] {
     let s = try ByteStorage(mappingFile: path)

@@ -25,6 +25,26 @@ public enum Paths {
     }
 }
 
+/// The built executables, run as users and CI scripts run them (exit status, stdout, stderr).
+public enum Binaries {
+    /// The products folder that holds the test bundle holds the executables too.
+    public static let folder: String = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
+    }()
+
+    public struct Run { public var status: Int32; public var stdout: String; public var stderr: String }
+
+    /// Runs `tool` with `arguments` (each quoted for the shell), no standard input; output captured in `scratch`.
+    public static func run(_ tool: String, _ arguments: [String], scratch: String) throws -> Run {
+        let quoted = arguments.map { "'" + $0.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" }
+        let raw = system("\(folder)/\(tool) \(quoted.joined(separator: " ")) >\(scratch)/out 2>\(scratch)/err </dev/null")
+        return Run(status: (raw >> 8) & 0xff, stdout: String(decoding: try fileBytes("\(scratch)/out"), as: UTF8.self),
+                   stderr: String(decoding: try fileBytes("\(scratch)/err"), as: UTF8.self))
+    }
+}
+
 public func write(_ bytes: [UInt8], to path: String) throws {
     try FileOutput.writeFile(path, bytes: bytes)
 }

@@ -9,20 +9,8 @@ import Glibc
 
 /// `ppsample vae` as a person runs it: the built binary (beside this test bundle), exit codes, one-line errors.
 final class VAECommandLineTests: XCTestCase {
-    static let binaries: String = {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
-    }()
-
-    struct Run { var status: Int32; var stdout: String; var stderr: String }
-
-    func ppsample(_ arguments: [String]) throws -> Run {
-        let folder = Paths.scratch(self)
-        let quoted = arguments.map { "'" + $0.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" }
-        let raw = system("\(Self.binaries)/ppsample \(quoted.joined(separator: " ")) >\(folder)/out 2>\(folder)/err </dev/null")
-        return Run(status: (raw >> 8) & 0xff, stdout: String(decoding: try fileBytes("\(folder)/out"), as: UTF8.self),
-                   stderr: String(decoding: try fileBytes("\(folder)/err"), as: UTF8.self))
+    func ppsample(_ arguments: [String]) throws -> Binaries.Run {
+        try Binaries.run("ppsample", arguments, scratch: Paths.scratch(self))
     }
 
     func testParityToolMatchesTheFixture() throws {
