@@ -17,6 +17,7 @@
 //   PPModel        configs, parameter layout, DiT/SiT/PPFlow forward (and backward)
 //   PPConvert      from-dit: key rules, pyramid initializers, verification
 //   PPSample       ODE samplers, guidance, PNG output
+//   PPVAE          the Stable Diffusion VAE (diffusers AutoencoderKL): loading (diffusers, ldm), encode, decode
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer
 //   PPCLI          what the executables share: error exits, progress, JSON output
 //   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
@@ -56,6 +57,7 @@ let package = Package(
         .target(name: "PPImage", dependencies: ["PPTensor", "CLibPNG", "CJPEG"]),
         .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
         .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel"]),
+        .target(name: "PPVAE", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
         .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
         .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
@@ -72,7 +74,7 @@ let package = Package(
         ]),
         .executableTarget(name: "ppsample", dependencies: [
             "PPCLI",
-            "PPSample", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
+            "PPSample", "PPVAE", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
@@ -93,6 +95,7 @@ let package = Package(
         .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint

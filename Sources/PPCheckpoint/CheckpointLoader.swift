@@ -110,13 +110,13 @@ public enum CheckpointLoader {
     }
 
     /// A safetensors file starts with a little-endian u64 header length and a JSON object.
-    static func looksLikeSafetensors(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    public static func looksLikeSafetensors(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard bytes.count >= 9 else { return bytes.count >= 8 && bytes.count < 9 }
         return bytes[8] == UInt8(ascii: "{")
     }
 
     /// torch.save archives hold `<root>/data.pkl` and nothing outside `<root>/`.
-    static func isTorchArchive(_ archive: ZipArchive) -> Bool {
+    public static func isTorchArchive(_ archive: ZipArchive) -> Bool {
         archive.entries.contains { entry in
             let parts = entry.name.split(separator: "/", omittingEmptySubsequences: false)
             return parts.count == 2 && parts[1] == "data.pkl"

@@ -19,7 +19,7 @@ struct PPSampleCommand: ParsableCommand {
               ppsample ppf2.pt --heads 4 --noise z.safetensors --sampler heun --steps 7   # parity with the official sampler
 
             """ + "\n" + PPError.exitCodeSummary,
-        subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self],
+        subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self, VAE.self, BenchVAE.self],
         defaultSubcommand: Sample.self)
 }
 
