@@ -8,6 +8,22 @@ import PPTestSupport
 import PPVAE
 import XCTest
 
+/// Runs one of the built executables (beside this test bundle); stdout and stderr together.
+func runTool(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    let binaries = FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "\(binaries)/\(tool)")
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe; process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 final class ClassNamesTests: XCTestCase {
     /// The Swift table is the committed data file, in ImageFolder order (sorted WordNet ids).
     func testImageNetTableMatchesTheDataFile() throws {
@@ -47,23 +63,7 @@ final class ClassNamesTests: XCTestCase {
 }
 
 final class PicturesTests: XCTestCase {
-    static let binaries: String = {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
-    }()
-
-    func run(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(Self.binaries)/\(tool)")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe; process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    func run(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) { try runTool(tool, arguments) }
 
     /// Decoding sampled latents is the VAE's decode(latents / scaling_factor), batch by batch.
     func testDecodeIsTheVAEDecodeOfUnscaledLatents() throws {
@@ -119,5 +119,63 @@ final class PicturesTests: XCTestCase {
         let forced = try run("ppsample", common + ["--vae", SmallVAE.path, "--images", images, "--force"])
         XCTAssertEqual(forced.status, 0, forced.output)
         XCTAssertEqual(try fileBytes(images + "/" + names[0]), first)
+    }
+}
+
+final class ConversionDataTests: XCTestCase {
+    /// A cache given as conversion data is thinned to evenly spread rows, bytes the same on every call;
+    /// an image folder needs a VAE; a plain file is passed through.
+    func testSubsetOfACacheAndOfAnImageFolder() throws {
+        let scratch = Paths.scratch(self)
+        let root = scratch + "/images"
+        mkdir(root, 0o755)
+        _ = try makeImageFolder(root)
+        let vae = try SmallVAE.load()
+        let cache = scratch + "/cache"
+        _ = try LatentCache.encode(folder: root, vae: vae, vaeName: SmallVAE.path,
+                                   options: LatentEncodeOptions(size: 16, flip: true, seed: 2, shardSize: 3), to: cache)
+        XCTAssertEqual(LatentSubset.spread(12, 4), [0, 3, 6, 9])
+        XCTAssertEqual(LatentSubset.spread(3, 4), [0, 1, 2])
+
+        let first = try LatentSubset.file(for: cache, count: 4, vae: nil, channels: 4, side: 8, seed: 0, log: { _ in })
+        let second = try LatentSubset.file(for: cache, count: 4, vae: nil, channels: 4, side: 8, seed: 0, log: { _ in })
+        defer { [first, second].compactMap(\.temporary).forEach(FileOutput.removeTree) }
+        XCTAssertEqual(try fileBytes(first.path), try fileBytes(second.path))
+        // Rows 0, 3, 6, 9 of the 12 cached samples (6 images, each with its mirror).
+        var all: [Float] = [], labels: [Int64] = []
+        for shard in try LatentCache.shardPaths(of: cache) {
+            let file = try SafetensorsFile.open(shard)
+            all += file.tensors["latents"]!.floats(); labels += file.tensors["labels"]!.int64s()
+        }
+        let subset = try SafetensorsFile.open(first.path)
+        XCTAssertEqual(subset.tensors["labels"]!.int64s(), [0, 3, 6, 9].map { labels[$0] })
+        XCTAssertEqual(subset.tensors["latents"]!.floats(), [0, 3, 6, 9].flatMap { Array(all[($0 * 256)..<(($0 + 1) * 256)]) })
+
+        assertPPError(.usage, mentions: ["needs --vae"]) {
+            try LatentSubset.file(for: root, count: 4, vae: nil, channels: 4, side: 8, seed: 0, log: { _ in })
+        }
+        let images = try LatentSubset.file(for: root, count: 100, vae: SmallVAE.path, channels: 4, side: 8, seed: 0, log: { _ in })
+        defer { images.temporary.map(FileOutput.removeTree) }
+        XCTAssertEqual(try SafetensorsFile.open(images.path).tensors["labels"]!.int64s(), [0, 0, 0, 1, 1, 1])
+        let plain = try LatentSubset.file(for: images.path, count: 1, vae: nil, channels: 4, side: 8, seed: 0, log: { _ in })
+        XCTAssertEqual(plain.path, images.path)
+        XCTAssertNil(plain.temporary)
+    }
+
+    /// from-dit calibrates on a cache and on an image folder with --vae.
+    func testFromDiTTakesACacheAndAnImageFolder() throws {
+        let scratch = Paths.scratch(self)
+        let root = scratch + "/images"
+        mkdir(root, 0o755)
+        _ = try makeImageFolder(root)
+        let sit = Paths.fixture("sit.pt")
+        let common = ["from-dit", sit, "--heads", "4", "--objective", "velocity", "--init", "calibrated"]
+        let refused = try runTool("ppconvert", common + ["--data", root, "--out", scratch + "/x"])
+        XCTAssertEqual(refused.status, 64, refused.output)
+        XCTAssertTrue(refused.output.contains("needs --vae"), refused.output)
+        let converted = try runTool("ppconvert", common + ["--data", root, "--vae", SmallVAE.path, "--out", scratch + "/y"])
+        XCTAssertEqual(converted.status, 0, converted.output)
+        XCTAssertTrue(converted.output.contains("skipped"), converted.output)
+        XCTAssertTrue(OutputTarget.listFolder(scratch + "/y").contains("config.json"))
     }
 }
