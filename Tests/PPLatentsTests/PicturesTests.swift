@@ -179,3 +179,25 @@ final class ConversionDataTests: XCTestCase {
         XCTAssertTrue(OutputTarget.listFolder(scratch + "/y").contains("config.json"))
     }
 }
+
+final class VAEInputTests: XCTestCase {
+    /// A VAE argument that is no path but a hub id is found in the local Hugging Face cache.
+    func testHubIdFromALocalCache() throws {
+        let cache = Paths.scratch(self)
+        let commit = String(repeating: "ab", count: 20)
+        let snapshot = "\(cache)/models--someone--tiny-vae/snapshots/\(commit)"
+        for folder in ["\(cache)/models--someone--tiny-vae", "\(cache)/models--someone--tiny-vae/refs",
+                       "\(cache)/models--someone--tiny-vae/snapshots", snapshot] { mkdir(folder, 0o755) }
+        try write(Array(commit.utf8), to: "\(cache)/models--someone--tiny-vae/refs/main")
+        for name in ["config.json", "diffusion_pytorch_model.safetensors"] {
+            try write(try fileBytes("\(SmallVAE.path)/\(name)"), to: "\(snapshot)/\(name)")
+        }
+        let vae = try VAEInput.load("someone/tiny-vae", environment: ["HF_HUB_CACHE": cache])
+        XCTAssertEqual(vae.config.latentChannels, 4)
+        XCTAssertEqual(vae.parameters.tensors()["decoder.conv_out.weight"]?.floats(),
+                       try SmallVAE.load().parameters.tensors()["decoder.conv_out.weight"]?.floats())
+        assertPPError(.missingInput, mentions: ["someone/other-vae", "Hugging Face cache"]) {
+            try VAEInput.load("someone/other-vae", environment: ["HF_HUB_CACHE": cache])
+        }
+    }
+}
