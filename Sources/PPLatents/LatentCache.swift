@@ -240,10 +240,12 @@ public enum LatentCache {
 
     /// Standard normal noise for one sample: a generator seeded by (seed, sample number) alone, so
     /// batching, shard boundaries and resumption never change it.
+    /// The stream's seed is (seed, sample) hashed through SplitMix's mixer twice: plain `seed + sample`
+    /// would give SplitMix streams that are shifted copies of each other.
     static func noiseFor(seed: UInt64, sample: Int, count: Int) -> [Float] {
-        var mixer = SeededRandom(seed: seed ^ 0x5EED_1A7E_17C0_DE00)
-        for _ in 0...(sample % 7) { _ = mixer.next() }
-        var random = SeededRandom(seed: mixer.next() &+ UInt64(sample) &* 0xD1B5_4A32_D192_ED03)
+        var sampleHash = SeededRandom(seed: UInt64(sample))
+        var streamSeed = SeededRandom(seed: seed ^ sampleHash.next())
+        var random = SeededRandom(seed: streamSeed.next())
         return random.normals(count)
     }
 

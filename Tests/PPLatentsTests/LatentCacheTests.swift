@@ -85,6 +85,18 @@ final class LatentCacheTests: XCTestCase {
         }
     }
 
+    /// Posterior noise: standard normal, a different stream per sample and per seed, the same on every call.
+    func testNoiseIsPerSampleAndStandardNormal() {
+        let a = LatentCache.noiseFor(seed: 0, sample: 0, count: 20_000)
+        XCTAssertEqual(a, LatentCache.noiseFor(seed: 0, sample: 0, count: 20_000))
+        XCTAssertNotEqual(Array(a.prefix(8)), LatentCache.noiseFor(seed: 0, sample: 1, count: 8))
+        XCTAssertNotEqual(Array(a.prefix(8)), LatentCache.noiseFor(seed: 1, sample: 0, count: 8))
+        let mean = a.reduce(0, +) / Float(a.count)
+        let variance = a.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(a.count)
+        XCTAssertEqual(mean, 0, accuracy: 0.03)
+        XCTAssertEqual(variance, 1, accuracy: 0.04)
+    }
+
     /// An encode stopped after one shard (a kill between shards) and run again gives the same bytes as
     /// one uninterrupted run; the unfinished cache is refused as training data meanwhile, and a rerun
     /// with other options is refused.
