@@ -26,7 +26,7 @@ extension PPFinetuneCommand {
                 counts them.
 
                 Example:
-                  ppfinetune encode imagenet/train --vae stabilityai/sd-vae-ft-ema --size 256 --out imagenet-256-latents
+                  ppfinetune encode train/ --vae stabilityai/sd-vae-ft-ema --size 256 --out lat
                 """)
 
         @Argument(help: "The image folder: ROOT/<class>/<image>, JPEG or PNG.") var folder: String

@@ -19,7 +19,7 @@ struct PPSampleCommand: ParsableCommand {
               ppsample digits-sit-ppf2 --per-class 8 --png grid.png                 # 80 digits, one row per class
               ppsample ppf-xl-2 --steps 50 --cfg-scales 1,3 --labels 207,360 --out s.safetensors
               ppsample ppf2.pt --heads 4 --noise z.safetensors --sampler heun --steps 7   # parity with the official sampler
-              ppsample ppf-xl-2 --labels 207,360,387 --vae stabilityai/sd-vae-ft-ema --png grid.png --images samples/
+              ppsample ppf-xl-2 --labels 207,360 --vae stabilityai/sd-vae-ft-ema --png g.png
 
             """ + "\n" + PPError.exitCodeSummary,
         subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self, VAE.self, BenchVAE.self],
