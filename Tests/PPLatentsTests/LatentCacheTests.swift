@@ -85,6 +85,36 @@ final class LatentCacheTests: XCTestCase {
         }
     }
 
+    /// Every fixture image (CMYK, YCCK, 16-bit, palette, 1x1, interlaced... and truncated, corrupt, not an
+    /// image) in one encode: each one PPImage decodes is encoded, each it refuses is one report line naming
+    /// the file, and the encode goes on to the end.
+    func testEveryFixtureImageIsEncodedOrReported() throws {
+        let scratch = Paths.scratch(self)
+        let root = scratch + "/images"
+        mkdir(root, 0o755)
+        mkdir(root + "/all", 0o755)
+        let fixtures = Paths.fixture("images")
+        let names = OutputTarget.listFolder(fixtures).filter { ImageFolder.extensions.contains(where: $0.lowercased().hasSuffix) }
+        XCTAssertGreaterThan(names.count, 30)
+        var refused: [String] = []
+        for name in names {
+            try write(try fileBytes(fixtures + "/" + name), to: root + "/all/" + name)
+            if (try? ImageDecoder.decodeRGB(fixtures + "/" + name)) == nil { refused.append(name) }
+        }
+        XCTAssertGreaterThan(refused.count, 3)
+        var lines: [String] = []
+        let report = try LatentCache.encode(folder: root, vae: try SmallVAE.load(), vaeName: "vae",
+                                            options: LatentEncodeOptions(size: 16, mode: .mean, shardSize: 8), to: scratch + "/cache",
+                                            skipped: { lines.append($0) })
+        XCTAssertTrue(report.complete)
+        XCTAssertEqual(report.samples, names.count - refused.count)
+        XCTAssertEqual(lines.count, refused.count, lines.joined(separator: "\n"))
+        for (line, name) in zip(lines, refused.sorted(by: ImageFolder.pythonOrder)) {
+            XCTAssertTrue(line.hasPrefix(root + "/all/" + name + ": "), line)
+            XCTAssertFalse(line.contains("\n"), line)
+        }
+    }
+
     /// Posterior noise: standard normal, a different stream per sample and per seed, the same on every call.
     func testNoiseIsPerSampleAndStandardNormal() {
         let a = LatentCache.noiseFor(seed: 0, sample: 0, count: 20_000)
