@@ -27,7 +27,7 @@ func runTool(_ tool: String, _ arguments: [String]) throws -> (status: Int32, ou
 final class ClassNamesTests: XCTestCase {
     /// The Swift table is the committed data file, in ImageFolder order (sorted WordNet ids).
     func testImageNetTableMatchesTheDataFile() throws {
-        let text = String(decoding: try fileBytes(Paths.repository + "/data/imagenet/imagenet-classes.tsv"), as: UTF8.self)
+        let text = String(decoding: try fileBytes(Paths.repository + "/assets/imagenet/imagenet-classes.tsv"), as: UTF8.self)
         let rows = text.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
         XCTAssertEqual(rows.count, 1000)
         XCTAssertEqual(ImageNetClasses.entries.count, 1000)
