@@ -18,6 +18,8 @@
 //   PPConvert      from-dit: key rules, pyramid initializers, verification
 //   PPSample       ODE samplers, guidance, PNG output
 //   PPVAE          the Stable Diffusion VAE (diffusers AutoencoderKL): loading (diffusers, ldm), encode, decode
+//   PPLatents      image folders to latent caches (VAE encode, resumable shards), latents to pictures,
+//                  ImageNet class names
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer
 //   PPCLI          what the executables share: error exits, progress, JSON output
 //   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
@@ -33,8 +35,8 @@ let package = Package(
         // For other packages: loaders, converter, sampler and trainer (see docs/LIBRARY.md).
         .library(name: "PPFlowKit", targets: [
             "PPFlowKit",
-            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint",
-            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPTrain",
+            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
+            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain",
         ]),
     ],
     dependencies: [
@@ -61,28 +63,29 @@ let package = Package(
         .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel"],
                 resources: [.embedInCode("ppflow-from-dit.json")]),
         .target(name: "PPVAE", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
-        .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels"]),
-        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert"]),
+        .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPImage"]),
+        .target(name: "PPLatents", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPImage", "PPVAE", "PPSample"]),
+        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert", "PPLatents", "PPVAE"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
         .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
         .target(name: "PPFlowKit", dependencies: [
-            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint",
-            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPTrain",
+            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
+            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain",
         ]),
 
         .executableTarget(name: "ppconvert", dependencies: [
             "PPCLI",
-            "PPConvert", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
+            "PPConvert", "PPLatents", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppsample", dependencies: [
             "PPCLI",
-            "PPSample", "PPVAE", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
+            "PPSample", "PPVAE", "PPLatents", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
             "PPCLI",
-            "PPTrain", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
+            "PPTrain", "PPLatents", "PPVAE", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -97,9 +100,10 @@ let package = Package(
         .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels"]),
         .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPImage", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPLatentsTests", dependencies: ["PPTestSupport", "PPLatents", "PPImage", "PPVAE", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPJSON"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
     // ranges), which strict Swift 6 checking cannot see.

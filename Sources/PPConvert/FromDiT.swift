@@ -55,6 +55,9 @@ public enum FromDiT {
         options.levels = config.levels
         options.thresholds = config.thresholds
         options.heads = config.numHeads
+        // The objective only labels a conversion; the repeat rule's weights do not depend on it. A source
+        // without one (a bare SiT .pt converted with --objective) would otherwise be refused here.
+        if source.objective == .unknown { options.objective = .velocity }
         let result = try convert(source, options: options, sourceSHA256: nil)
         return try ModelParameters(config: result.config, tensors: result.tensors)
     }

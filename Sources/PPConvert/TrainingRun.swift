@@ -61,7 +61,7 @@ public enum RunFolder {
     /// recipe hash the trainer records); nil otherwise.
     public static func toolkitEntries(in folder: String) -> Set<String>? {
         guard let recipe = try? JSON.parse(file: "\(folder)/recipe.json"), recipe["recipe_sha256"]?.stringValue != nil else { return nil }
-        return Set(["recipe.json", "metrics.jsonl", "summary.json", "checkpoints", "final"] + (0..<8).map { "loss-level-\($0).svg" })
+        return Set(["recipe.json", "metrics.jsonl", "summary.json", "checkpoints", "final", "latents"] + (0..<8).map { "loss-level-\($0).svg" })
     }
 
     /// Removes all but the newest `keep` step checkpoints.

@@ -6,8 +6,11 @@
 @_exported import PPSafetensors
 @_exported import PPTorchFormat
 @_exported import PPCheckpoint
+@_exported import PPImage
 @_exported import PPKernels
 @_exported import PPModel
 @_exported import PPConvert
 @_exported import PPSample
+@_exported import PPVAE
+@_exported import PPLatents
 @_exported import PPTrain

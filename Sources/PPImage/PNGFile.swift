@@ -8,7 +8,7 @@ import Glibc
 /// PNG output through libpng: 8-bit gray or RGB, zlib level 6 with libpng's adaptive row filters, and
 /// no time or text chunks, so the same pixels give the same bytes on every run (and with the same
 /// libpng and zlib, on every machine). Files are written under a temporary name and renamed.
-/// Same capabilities as PPSample's hand-written PNGWriter (channels 1 or 3), compressed.
+/// PPSample's grids and ppsample --images go through it.
 public enum PNGFile {
     /// pixels [height, width, channels] (channels 1 or 3), row-major bytes -> the PNG file's bytes.
     public static func encode(pixels: [UInt8], width: Int, height: Int, channels: Int) throws -> [UInt8] {

@@ -1,7 +1,7 @@
 /// Row labels for sample grids: a 3x5 pixel font (digits, A-Z, a few signs) drawn into a margin left of
 /// each row. Hand-written because a few dozen glyphs for class numbers are less than a font library's
 /// setup; lowercase letters draw as capitals, anything else as a blank.
-enum RowLabels {
+public enum RowLabels {
     static let glyphWidth = 3, glyphHeight = 5
 
     /// Rows of 3 bits, most significant bit on the left, top row first.
@@ -15,6 +15,12 @@ enum RowLabels {
         "U": [5, 5, 5, 5, 7], "V": [5, 5, 5, 5, 2], "W": [5, 5, 7, 7, 5], "X": [5, 5, 2, 5, 5], "Y": [5, 5, 2, 2, 2],
         "Z": [7, 1, 2, 4, 7], "-": [0, 0, 7, 0, 0], ".": [0, 0, 0, 0, 2], ",": [0, 0, 0, 2, 4], " ": [0, 0, 0, 0, 0],
     ]
+
+    /// True for the characters the font draws (lowercase letters draw as capitals).
+    public static func drawable(_ character: Character) -> Bool {
+        let upper = String(character).uppercased()   // may be longer ("ß" -> "SS"): then not drawable
+        return upper.count == 1 && glyphs[Character(upper)] != nil
+    }
 
     /// Width in font pixels of `text` (a 1-pixel gap after each glyph).
     static func width(_ text: String) -> Int { text.count * (glyphWidth + 1) }

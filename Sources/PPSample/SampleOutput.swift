@@ -1,3 +1,4 @@
+import PPImage
 import PPSafetensors
 import PPTensor
 
@@ -60,14 +61,27 @@ public enum SampleOutput {
         return (pixels, gridWidth, gridHeight, channels)
     }
 
-    /// Writes the grid of `gridPixels` as a PNG file, atomically.
+    /// Writes the grid of `gridPixels` as a PNG file (libpng, compressed, deterministic bytes), atomically.
     public static func writePNGGrid(samples: [Float], shape: [Int], labels: [Int32], path: String, upscale: Int = 1, padding: Int = 1,
                                     rowLabel: ((Int32) -> String)? = nil) throws {
         do {
             let grid = try gridPixels(samples: samples, shape: shape, labels: labels, upscale: upscale, padding: padding, rowLabel: rowLabel)
-            let png = try PNGWriter.encode(pixels: grid.pixels, width: grid.width, height: grid.height, channels: grid.channels)
+            let png = try PNGFile.encode(pixels: grid.pixels, width: grid.width, height: grid.height, channels: grid.channels)
             try FileOutput.writeFile(path, bytes: png)
         } catch let error as PPError { throw error.inFile(path) }
+    }
+
+    /// One sample [C, H, W] (C 1 or 3) in [-1, 1] as 8-bit pixels [H, W, C], the way the official
+    /// sample_ddp.py writes the PNGs it hands to the FID evaluator: clamp(127.5·x + 128, 0, 255)
+    /// truncated to an integer (NaN -> 0).
+    public static func evaluatorPixels(_ sample: ArraySlice<Float>, channels: Int, height: Int, width: Int) -> [UInt8] {
+        let plane = height * width, base = sample.startIndex
+        var out = [UInt8](repeating: 0, count: plane * channels)   // [H, W, C]
+        for i in 0..<plane { for c in 0..<channels {
+            let v = 127.5 * sample[base + c * plane + i] + 128
+            out[i * channels + c] = v.isNaN ? 0 : UInt8(min(255, max(0, v)).rounded(.towardZero))
+        } }
+        return out
     }
 
     /// [-1, 1] -> 0...255, rounded to nearest, clamped; NaN -> 0.

@@ -1,3 +1,4 @@
+import PPLatents
 import PPSafetensors
 import PPTensor
 
@@ -7,11 +8,26 @@ public enum DataSource: Sendable, Equatable {
     case safetensors(String)
     /// Two `.npy` files: latents [N, C, H, W] (float32/float16) and labels [N] (int64/int32).
     case npy(latents: String, labels: String)
+    /// A latent cache folder written by `ppfinetune encode` (LatentCache): its shards.
+    case latentCache(String)
+    /// An image folder (ImageFolder layout); a run encodes it with the recipe's `data.vae` first.
+    case imageFolder(String)
 
     public var description: String {
         switch self {
-        case .safetensors(let path): return path
+        case .safetensors(let path), .latentCache(let path), .imageFolder(let path): return path
         case .npy(let latents, let labels): return "\(latents) + \(labels)"
+        }
+    }
+
+    /// The files this source stands for: a cache's shards (refused while unfinished); image folders
+    /// must have been encoded into a cache first.
+    func files() throws -> [DataSource] {
+        switch self {
+        case .safetensors, .npy: return [self]
+        case .latentCache(let folder): return try LatentCache.shardPaths(of: folder).map { .safetensors($0) }
+        case .imageFolder(let folder):
+            throw PPError(.usage, file: folder, "an image folder: encode it with ppfinetune encode, or give the recipe's data.vae so the run encodes it")
         }
     }
 }
@@ -35,7 +51,7 @@ public struct LatentDataset: Sendable {
     /// latent channels, side `side` and `classes` classes (checked here, before any training).
     public static func load(_ sources: [DataSource], channels: Int, side: Int, classes: Int) throws -> LatentDataset {
         var latents: [Float] = [], labels: [Int] = []
-        for source in sources {
+        for source in try sources.flatMap({ try $0.files() }) {
             let (x, y, origin): (TensorView, TensorView, String)
             switch source {
             case .safetensors(let path):
@@ -45,6 +61,8 @@ public struct LatentDataset: Sendable {
                 (x, y, origin) = (l, c, path)
             case .npy(let latentPath, let labelPath):
                 (x, y, origin) = (try NumpyFile.read(latentPath), try NumpyFile.read(labelPath), latentPath)
+            case .latentCache, .imageFolder:
+                preconditionFailure("expanded by files()")
             }
             guard [DType.f32, .f16, .bf16].contains(x.dtype) else {
                 throw PPError.badInput(origin, entry: "latents", "dtype \(x.dtype.shortName), expected f32, f16 or bf16")

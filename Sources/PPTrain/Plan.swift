@@ -13,7 +13,7 @@ public struct FineTunePlan {
     public var secondsPerStep: Double?
 
     public static func make(recipe: Recipe, timedSteps: Int, log: @escaping (String) -> Void) throws -> FineTunePlan {
-        let run = try FineTuneRun(recipe: recipe, folder: "/nonexistent-validate-only", resume: false, log: log)
+        let run = try FineTuneRun(recipe: recipe, folder: FineTuneRun.validateOnlyFolder, resume: false, log: log)
         var remaining = recipe.steps
         let phases = zip(recipe.phases, run.phaseTensors).map { phase, names in
             let steps = min(remaining, phase.steps ?? remaining)

@@ -1,5 +1,6 @@
 import PPCheckpoint
 import PPJSON
+import PPLatents
 import PPTensor
 
 #if canImport(Glibc)
@@ -44,6 +45,8 @@ public struct Recipe: Sendable {
     public var start: Start
     public var dataFiles: [DataSource]
     public var validationFiles: [DataSource]
+    /// `data.vae`: the VAE that encodes image folders given as data (a path or a hub id).
+    public var vae: String?
     public var validationFraction: Double
     public var levelShares: [Double]
     public var thresholds: [Double]?
@@ -142,13 +145,27 @@ public struct Recipe: Sendable {
 
         // data
         let data = try root.object("data", required: true)!
+        // A path (relative to the recipe) when it exists there, else a hub id as given.
+        let vaePath = try data.string("vae").map { v -> String in
+            var st = stat()
+            return stat(resolve(v), &st) == 0 ? resolve(v) : v
+        }
+        vae = vaePath
         func sources(_ key: String) throws -> [DataSource] {
             guard let list = try data.array(key) else { return [] }
             return try list.enumerated().map { i, item in
                 let entry = "data.\(key)[\(i)]"
                 if let p = item.stringValue {
                     try Self.requireExists(resolve(p), file: path, entry: entry)
-                    guard p.hasSuffix(".safetensors") else { throw PPError.badInput(path, entry: entry, "'\(p)': a shard is a .safetensors file or a {\"latents\": .npy, \"labels\": .npy} pair") }
+                    var st = stat()
+                    if stat(resolve(p), &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+                        if LatentCache.isCache(resolve(p)) { return .latentCache(resolve(p)) }
+                        guard vaePath != nil else {
+                            throw PPError.badInput(path, entry: entry, "'\(p)' is an image folder (no cache.json): give data.vae to encode it, or encode it first with ppfinetune encode")
+                        }
+                        return .imageFolder(resolve(p))
+                    }
+                    guard p.hasSuffix(".safetensors") else { throw PPError.badInput(path, entry: entry, "'\(p)': a shard is a .safetensors file, a {\"latents\": .npy, \"labels\": .npy} pair, a latent cache folder or an image folder") }
                     return .safetensors(resolve(p))
                 }
                 let pair = try Fields(item, entry: entry, origin: path)

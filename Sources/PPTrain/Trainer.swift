@@ -2,8 +2,10 @@ import PPCheckpoint
 import PPConvert
 import PPJSON
 import PPKernels
+import PPLatents
 import PPModel
 import PPTensor
+import PPVAE
 
 #if canImport(Glibc)
 import Glibc
@@ -89,15 +91,20 @@ public final class FineTuneRun {
         self.config = config
         nativeConfig = native
 
-        // Data: refused before training when it does not fit the model.
-        let all = try LatentDataset.load(recipe.dataFiles, channels: config.inChannels, side: config.inputSize, classes: config.numClasses)
+        // Data: image folders encoded first (into the run folder, resumable); all of it refused before
+        // training when it does not fit the model.
+        var scratch: [String] = []
+        defer { scratch.forEach(FileOutput.removeTree) }
+        let trainFiles = try Self.encodeImageFolders(recipe.dataFiles, role: "train", recipe: recipe, config: config, folder: folder, scratch: &scratch, log: log)
+        let validationFiles = try Self.encodeImageFolders(recipe.validationFiles, role: "validation", recipe: recipe, config: config, folder: folder, scratch: &scratch, log: log)
+        let all = try LatentDataset.load(trainFiles, channels: config.inChannels, side: config.inputSize, classes: config.numClasses)
         if recipe.validationFiles.isEmpty {
             let split = all.split(validationFraction: recipe.validationFraction, seed: recipe.seed ^ 0x5EED_0F_DA7A)
             train = split.train
             validation = split.validation.subset(Array(0..<min(split.validation.count, recipe.validationSamples)))
         } else {
             train = all
-            let held = try LatentDataset.load(recipe.validationFiles, channels: config.inChannels, side: config.inputSize, classes: config.numClasses)
+            let held = try LatentDataset.load(validationFiles, channels: config.inChannels, side: config.inputSize, classes: config.numClasses)
             validation = held.subset(Array(0..<min(held.count, recipe.validationSamples)))
         }
 
@@ -378,6 +385,46 @@ public struct RunSummary {
 
 extension FineTuneRun {
     /// Creates the run folder (or checks it when resuming) and records the recipe as run.
+    /// The folder `ppfinetune validate` passes: nothing is written there; image folders are tried on a
+    /// first shard in a temporary folder instead of being encoded whole.
+    public static let validateOnlyFolder = "/nonexistent-validate-only"
+
+    /// Image folders among `sources` encoded with the recipe's VAE into `RUN/latents/ROLE-I` (a latent
+    /// cache: a resumed run continues an unfinished encode), at the model's latent size, as the
+    /// official train.py does (posterior sample times the scaling factor; noise seeded by the recipe seed).
+    static func encodeImageFolders(_ sources: [DataSource], role: String, recipe: Recipe, config: ModelConfig, folder: String,
+                                   scratch: inout [String], log: @escaping (String) -> Void) throws -> [DataSource] {
+        guard sources.contains(where: { if case .imageFolder = $0 { return true } else { return false } }) else { return sources }
+        guard let vaePath = recipe.vae else { throw PPError(.usage, file: recipe.recipePath, entry: "data.vae", "needed to encode image folders") }
+        let vae = try VAEInput.load(vaePath)
+        guard vae.config.latentChannels == config.inChannels else {
+            throw PPError(.usage, file: recipe.recipePath, entry: "data.vae",
+                "\(vaePath) has \(vae.config.latentChannels) latent channels, the model takes \(config.inChannels)")
+        }
+        let validateOnly = folder == validateOnlyFolder
+        let size = config.inputSize * vae.config.downsamplingFactor
+        var out: [DataSource] = []
+        for (index, source) in sources.enumerated() {
+            guard case .imageFolder(let images) = source else { out.append(source); continue }
+            let cache: String
+            if validateOnly {
+                var template = Array("/tmp/ppfinetune-validate-XXXXXX".utf8CString)
+                cache = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) } + "/cache"
+                scratch.append(FileOutput.directory(of: cache))
+            } else {
+                _ = mkdir("\(folder)/latents", 0o755)
+                cache = "\(folder)/latents/\(role)-\(index)"
+            }
+            let options = LatentEncodeOptions(size: size, mode: .sample, seed: recipe.seed, shardSize: validateOnly ? 16 : 4096)
+            log("encoding \(images) at \(size)x\(size) with \(vaePath) into \(validateOnly ? "a temporary cache (first 16 images only)" : cache)")
+            let report = try LatentCache.encode(folder: images, vae: vae, vaeName: vaePath, options: options, to: cache,
+                                                stopAfterShards: validateOnly ? 1 : nil, skipped: { log("skipped " + $0) })
+            log("\(images): \(report.samples) latents, \(report.skipped.count) image(s) skipped\(report.shardsReused > 0 ? ", \(report.shardsReused) shard(s) from the earlier run" : "")")
+            out.append(validateOnly ? .safetensors(cache + "/" + LatentCache.shardName(0)) : .latentCache(cache))
+        }
+        return out
+    }
+
     public static func prepareFolder(_ folder: String, recipe: Recipe, resume: Bool, force: Bool = false) throws {
         var st = stat()
         if resume {

@@ -5,6 +5,7 @@ import ArgumentParser
 import PPCheckpoint
 import PPCLI
 import PPKernels
+import PPLatents
 import PPConvert
 import PPJSON
 import PPModel
@@ -164,7 +165,8 @@ extension PPConvertCommand {
         @Argument(help: "The DiT/SiT source (torch .pt, safetensors, diffusers folder/zip, zip with config.json).") var source: String
         @Option(help: "Pyramid levels: 2 or 3.") var levels = 2
         @Option(help: "Initializer: repeat (the official rule) or calibrated (repeat, then the coarse output projections refitted to the source on --data latents).") var `init`: InitializerKind = .repeat
-        @Option(help: "Latents for --init calibrated and for verification: safetensors with latents [N,C,H,W] and optional labels [N].") var data: String?
+        @Option(help: "Latents for --init calibrated and for verification: safetensors with latents [N,C,H,W] and optional labels [N], a latent cache folder (ppfinetune encode), or an image folder with --vae.") var data: String?
+        @Option(help: "The VAE that encodes --data when it is an image folder (a path or a hub id such as stabilityai/sd-vae-ft-ema).") var vae: String?
         @Option(help: "Calibration images (default: 2048, at most 90 % of the data; the rest is held out for the verification).") var calibrationSamples: Int?
         @Option(help: "Seed of the calibration inputs.") var seed: UInt64 = 0
         @Option(help: "Ridge factor: lambda = factor x rows.") var ridge = 1e-3
@@ -206,16 +208,7 @@ extension PPConvertCommand {
                 options.dtype = dtype
                 options.heads = heads
                 options.rulesFile = rules
-                if let data, `init` == .calibrated {
-                    var calibration = CalibratedInitializer.Options(dataPath: data)
-                    calibration.samples = calibrationSamples
-                    calibration.seed = seed
-                    calibration.ridgeFactor = ridge
-                    calibration.detailScale = detailScale
-                    options.calibration = calibration
-                    let bar = Progress("calibration", total: 0)
-                    options.progress = { what, done, total in bar.update(done, of: total, label: what) }
-                }
+                // A latent cache or image folder as --data: reduced to one latents file once the outputs are known to be writable.
                 var job = FromDiTJob(sourcePath: source, options: options)
                 job.weights = sourceOptions.weights
                 job.output = out
@@ -225,9 +218,28 @@ extension PPConvertCommand {
                 job.force = force
                 try job.checkOutput()
                 if let json, json != "-" { try OutputTarget.check(json, kind: .file, force: force) }
+                var dataFile: (path: String, temporary: String?)? = nil
+                defer { if let folder = dataFile?.temporary { FileOutput.removeTree(folder) } }
+                var sourceConfig: ModelConfig? = nil
                 if let data {
                     let probe = try CheckpointLoader.load(source, weights: sourceOptions.weights)
                     let config = try ModelLoader.configuration(of: probe, heads: heads)
+                    sourceConfig = config
+                    dataFile = try LatentSubset.file(for: data, count: (calibrationSamples ?? 2048) + 256, vae: vae, channels: config.inChannels,
+                                                     side: config.inputSize, seed: seed, log: { CLI.printError($0) })
+                }
+                if let data = dataFile?.path, `init` == .calibrated {
+                    var calibration = CalibratedInitializer.Options(dataPath: data)
+                    calibration.samples = calibrationSamples
+                    calibration.seed = seed
+                    calibration.ridgeFactor = ridge
+                    calibration.detailScale = detailScale
+                    options.calibration = calibration
+                    let bar = Progress("calibration", total: 0)
+                    options.progress = { what, done, total in bar.update(done, of: total, label: what) }
+                    job.options = options
+                }
+                if let data = dataFile?.path, let config = sourceConfig {
                     job.verificationData = try VerificationData.load(data, channels: config.inChannels, size: config.inputSize)
                 }
                 if json == "-" { job.log = { CLI.printError($0) } }
@@ -244,7 +256,7 @@ extension PPConvertCommand {
 
         @Argument(help: "The PPFlow checkpoint.") var ppflow: String
         @Option(help: "The DiT/SiT it was converted from.") var against: String
-        @Option(help: "Latents (safetensors with 'latents' [N,C,H,W] and optional 'labels') instead of random inputs.") var data: String?
+        @Option(help: "Latents (safetensors with 'latents' [N,C,H,W] and optional 'labels', or a latent cache folder) instead of random inputs.") var data: String?
         @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
         @Option(help: "Samples per level.") var batch = 4
         @Option(help: "Seed of the inputs.") var seed: UInt64 = 0
@@ -259,12 +271,17 @@ extension PPConvertCommand {
                 let sourceConfig = try ContainerConversion.modelConfig(of: source, heads: heads ?? targetConfig.numHeads)
                 guard targetConfig.levels > 1 else { throw PPError(.usage, file: ppflow, "not a PPFlow model (\(target.family))") }
                 guard sourceConfig.levels == 1 else { throw PPError(.usage, file: against, "not a DiT/SiT model (\(source.family))") }
-                let latents = try data.map { try VerificationData.load($0, channels: sourceConfig.inChannels, size: sourceConfig.inputSize) }
+                // A latent cache gives the same evenly spread samples as from-dit took from it (default count).
+                let dataFile = try data.map { try LatentSubset.file(for: $0, count: LatentSubset.defaultCount, vae: nil, channels: sourceConfig.inChannels,
+                                                                   side: sourceConfig.inputSize, seed: seed, log: { CLI.printError($0) }) }
+                defer { if let folder = dataFile?.temporary { FileOutput.removeTree(folder) } }
+                let dataPath = dataFile?.path
+                let latents = try dataPath.map { try VerificationData.load($0, channels: sourceConfig.inChannels, size: sourceConfig.inputSize) }
                 let verification = Verification(
                     source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)),
                     ppflow: targetConfig, ppflowParameters: try ModelParameters(config: targetConfig, tensors: target.tensors),
                     batch: batch, seed: seed, data: latents,
-                    pool: try data.flatMap { try CalibratedInitializer.heldOutSamples(recordedIn: target, dataPath: $0, count: latents?.count ?? 0) },
+                    pool: try dataPath.flatMap { try CalibratedInitializer.heldOutSamples(recordedIn: target, dataPath: $0, count: latents?.count ?? 0) },
                     repeatRule: target.nativeConfig?["provenance"]?["initializer"]?["name"]?.stringValue == "calibrated"
                         ? try FromDiT.repeatRuleParameters(of: source, like: targetConfig) : nil)
                 if json { try CLI.writeJSON(verification.json, to: "-") } else { verification.lines().forEach { print($0) } }

@@ -21,7 +21,7 @@ struct PPFinetuneCommand: ParsableCommand {
             Recipes are documented field by field in docs/RECIPES.md. Exit code 1 means training stopped on a non-finite loss.
 
             """ + "\n" + PPError.exitCodeSummary,
-        subcommands: [Train.self, Validate.self, Step.self, BenchStep.self],
+        subcommands: [Train.self, Validate.self, Encode.self, Step.self, BenchStep.self],
         defaultSubcommand: Train.self)
 }
 

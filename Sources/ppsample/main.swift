@@ -3,10 +3,12 @@ import PPCheckpoint
 import PPCLI
 import PPJSON
 import PPKernels
+import PPLatents
 import PPModel
 import PPSafetensors
 import PPSample
 import PPTensor
+import PPVAE
 
 struct PPSampleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,6 +19,7 @@ struct PPSampleCommand: ParsableCommand {
               ppsample digits-sit-ppf2 --per-class 8 --png grid.png                 # 80 digits, one row per class
               ppsample ppf-xl-2 --steps 50 --cfg-scales 1,3 --labels 207,360 --out s.safetensors
               ppsample ppf2.pt --heads 4 --noise z.safetensors --sampler heun --steps 7   # parity with the official sampler
+              ppsample ppf-xl-2 --labels 207,360 --vae stabilityai/sd-vae-ft-ema --png g.png
 
             """ + "\n" + PPError.exitCodeSummary,
         subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self, VAE.self, BenchVAE.self],
@@ -61,9 +64,12 @@ extension PPSampleCommand {
                 variables to flow time; models whose objective is unknown are refused. Guidance skips the \
                 unconditional pass wherever the level's scale is 1.
 
-                Outputs are what you ask for: --out (latents) and/or --png (a grid, one labelled row per class, for \
-                1- or 3-channel models); with neither, --out samples.safetensors. Existing outputs are replaced only \
-                with --force. 4-channel VAE latents are written as latents.
+                Outputs are what you ask for: --out (latents), --png (a grid, one labelled row per class) and/or \
+                --images (one PNG per sample, named 000000_class207.png in batch order, pixels as the official \
+                sample_ddp.py writes them for FID tools); with none, --out samples.safetensors. Latent models \
+                (4 channels) need --vae for pictures: the samples are decoded as decode(x / scaling_factor + \
+                shift_factor). Rows of a 1000-class model are labelled with ImageNet names. Existing outputs are \
+                replaced only with --force.
                 """)
 
         @Argument(help: "The model: any checkpoint ppconvert reads (native folders carry their objective and guidance).") var model: String
@@ -79,7 +85,11 @@ extension PPSampleCommand {
         @Option(help: "Output latents: samples [B,C,H,W], labels [B] (default samples.safetensors when no --png is given).") var out: String?
         @Option(help: "Write a PNG grid, one labelled row per class (1- or 3-channel latents).") var png: String?
         @Flag(help: "Replace existing output files.") var force = false
-        @Option(help: "PNG pixel upscale factor.") var upscale = 4
+        @Option(help: "Write one PNG per sample into this new folder (000000_class207.png, ...), for FID tools.") var images: String?
+        @Option(help: "Decode latents for --png/--images with this VAE: a diffusers folder or zip, an ldm .safetensors/.ckpt, or a hub id (stabilityai/sd-vae-ft-ema).") var vae: String?
+        @Option(help: "The VAE's latent scaling factor (default: its config.json's, else 0.18215).") var scalingFactor: Float?
+        @Option(help: "The VAE's latent shift factor (default: its config.json's, else none).") var shiftFactor: Float?
+        @Option(help: "PNG grid pixel upscale factor (default 4, 1 with --vae).") var upscale: Int?
         @Option(help: "Objective when the checkpoint does not record one: velocity | epsilon.") var objective: String?
         @Flag(help: "Print a JSON report (timings, model evaluations) on stdout.") var json = false
         @OptionGroup var modelOptions: ModelOptions
@@ -94,18 +104,26 @@ extension PPSampleCommand {
         }
 
         /// The latents file to write: the one asked for, or the default when nothing else was asked.
-        var latentsOutput: String? { out ?? (png == nil ? "samples.safetensors" : nil) }
+        var latentsOutput: String? { out ?? (png == nil && images == nil ? "samples.safetensors" : nil) }
 
         func run() throws {
             CLI.run("ppsample") {
                 let start = CLI.now()
                 // Every output location is checked before the model is loaded.
                 for path in [latentsOutput, png].compactMap({ $0 }) { try OutputTarget.check(path, kind: .file, force: force) }
-                if latentsOutput == png { throw PPError(.usage, entry: "--png", "the PNG and the latents would be the same file") }
+                if let latentsOutput, latentsOutput == png { throw PPError(.usage, entry: "--png", "the PNG and the latents would be the same file") }
+                if let images { try OutputTarget.check(images, kind: .folder, force: force, toolkitEntries: LatentPictures.toolkitEntries) }
+                if vae != nil && png == nil && images == nil { throw PPError(.usage, entry: "--vae", "decodes pictures: give --png and/or --images too") }
                 let loaded = try modelOptions.load(model, objective: self.objective.flatMap(Objective.init(userName:)), requireObjective: true)
                 let config = loaded.config
-                if let png, config.inChannels != 1 && config.inChannels != 3 {
-                    throw PPError(.usage, file: png, "\(config.inChannels)-channel latents cannot be shown as a picture without a VAE decoder; write them with --out")
+                if let picture = png ?? images, vae == nil, config.inChannels != 1 && config.inChannels != 3 {
+                    throw PPError(.usage, file: picture, "\(config.inChannels)-channel latents need a VAE to become pictures: give --vae (e.g. --vae stabilityai/sd-vae-ft-ema), or write the latents with --out")
+                }
+                // The VAE is loaded and checked against the model before any sampling.
+                let decoder = try vae.map { path -> AutoencoderKL in
+                    let loadedVAE = try VAEInput.load(path, overrides: VAEOverrides(scalingFactor: scalingFactor, shiftFactor: shiftFactor))
+                    try LatentPictures.check(vae: loadedVAE, vaeName: path, modelChannels: config.inChannels, model: model)
+                    return loadedVAE
                 }
                 let net = loaded.makeModel()
                 let objective = loaded.checkpoint.objective
@@ -164,11 +182,22 @@ extension PPSampleCommand {
                     try SampleOutput.writeSafetensors(samples: samples, shape: shape, labels: allLabels, path: out)
                     wrote.append(out)
                 }
+                // Pictures: the samples themselves (1 or 3 channels) or their VAE decode.
+                var pictures = (values: samples, shape: shape)      // [B, C, H, W] in [-1, 1]
+                if let decoder, png != nil || images != nil {
+                    let decodeBar = Progress("decoding", total: allLabels.count)
+                    pictures = try LatentPictures.decode(samples, shape: shape, vae: decoder, batch: batch) { decodeBar.update($0) }
+                }
                 if let png {
-                    let nullClass = Int32(config.numClasses)
-                    try SampleOutput.writePNGGrid(samples: samples, shape: shape, labels: allLabels, path: png, upscale: upscale,
-                                                  rowLabel: { $0 == nullClass ? "-" : String($0) })
+                    let classes = config.numClasses
+                    try SampleOutput.writePNGGrid(samples: pictures.values, shape: pictures.shape, labels: allLabels, path: png,
+                                                  upscale: upscale ?? (decoder == nil ? 4 : 1),
+                                                  rowLabel: { ClassNames.rowLabel($0, numClasses: classes) })
                     wrote.append(png)
+                }
+                if let images {
+                    try LatentPictures.writeImages(pictures.values, shape: pictures.shape, labels: allLabels, to: images)
+                    wrote.append(images)
                 }
                 if json {
                     try CLI.writeJSON(.object(JSONObject([

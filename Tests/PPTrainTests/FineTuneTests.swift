@@ -136,15 +136,25 @@ final class RecipeValidationTests: XCTestCase {
         try refused({ $0["data"] = .object(JSONObject([("train", .array([.string(wrongShape)]))])) }, kind: .badInput, entry: "latents", mentions: "but the model takes")
         try refused({ $0["data"] = .object(JSONObject([("train", .array([.string(wrongLabel)]))])) }, kind: .badInput, entry: "labels", mentions: "is outside 0..<\(model.numClasses)")
         try refused({ $0["data"] = .object(JSONObject([("train", .array([.string(wrongType)]))])) }, kind: .badInput, entry: "latents", mentions: "dtype i64")
+        // An image folder needs data.vae; a VAE whose latents do not fit the model is refused by name.
+        let images = "\(FineTuneSupport.repository)/examples/tiny-images"
+        try refused({ $0["data"] = .object(JSONObject([("train", .array([.string(images)]))])) }, kind: .badInput, entry: "data.train[0]", mentions: "give data.vae")
+        let vae = "\(FineTuneSupport.repository)/Tests/Fixtures/vae-small-v1/vae"
+        var withVAE = good
+        withVAE["data"] = .object(JSONObject([("train", .array([.string(images)])), ("vae", .string(vae))]))
+        try FineTuneSupport.save(withVAE, path)
+        let parsed = try Recipe.load(path)
+        XCTAssertEqual(parsed.dataFiles, [.imageFolder(images)])
+        XCTAssertEqual(parsed.vae, vae)
     }
 
     /// The recipes shipped in recipes/ parse (the XL ones need downloaded files, so only their JSON is checked).
     func testShippedRecipesParse() throws {
-        for name in ["digits-ppf2", "digits-ppf3"] {
+        for name in ["digits-ppf2", "digits-ppf3", "fixture-images"] {
             let recipe = try Recipe.load("\(FineTuneSupport.repository)/recipes/\(name).json")
             XCTAssertEqual(recipe.name, name)
         }
-        for (name, shares) in [("ppf2-from-sit-xl", [0.5, 0.5]), ("ppf3-from-sit-xl", [0.5, 0.25, 0.25])] {
+        for (name, shares) in [("ppf2-from-sit-xl", [0.5, 0.5]), ("ppf3-from-sit-xl", [0.5, 0.25, 0.25]), ("ppf2-from-sit-xl-images", [0.5, 0.5])] {
             let json = try JSON.parse(file: "\(FineTuneSupport.repository)/recipes/\(name).json")
             XCTAssertEqual(json["learning_rate"]?["peak"]?.doubleValue, 1e-4)
             XCTAssertEqual(json["adamw"]?["weight_decay"]?.doubleValue, 0)
