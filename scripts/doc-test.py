@@ -14,7 +14,8 @@ How a document marks its examples (an HTML comment on the line before the fence,
 
 Every ```sh and ```console block must carry a marker, so no example escapes the test by accident; synopses
 go in ```text blocks. In a ```console block, lines starting with `$ ` are commands and the lines after one
-are the output it must print: each quoted line must appear, in order, in stdout and stderr together; `...` inside a
+are the output it must print: each quoted line must appear among the lines of stdout and stderr (each
+matching a line of its own; the order is not compared, as the two streams interleave by timing); `...` inside a
 line matches any text there, and a line that is only `...` skips any lines.
 Commands of one file run in order in one scratch folder that links the repository's examples/, recipes/,
 converters/, scripts/ and Tests/, with the binaries on PATH and in $B (a line assigning B is skipped).
@@ -81,20 +82,18 @@ def commands(lang, body):
 
 
 def matches(expected, actual):
-    """Each expected line in order among the actual lines; `...` rules as in the module doc."""
-    pos = 0
+    """Each quoted line matches a line of its own among the printed ones (`...` as in the module doc).
+    Order is not compared: progress and errors go to stderr and results to stdout, and how the two
+    interleave depends on timing, not on the command."""
+    free = [line.rstrip() for line in actual]
     for want in expected:
         if want.strip() == "...":
             continue
         pattern = re.compile(".*".join(re.escape(part) for part in want.rstrip().split("...")))
-        found = None
-        for k in range(pos, len(actual)):
-            if pattern.fullmatch(actual[k].rstrip()):
-                found = k
-                break
-        if found is None:
+        hit = next((k for k, line in enumerate(free) if line is not None and pattern.fullmatch(line)), None)
+        if hit is None:
             return f"expected line not printed: {want!r}"
-        pos = found + 1
+        free[hit] = None
     return None
 
 
