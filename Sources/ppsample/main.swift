@@ -18,7 +18,7 @@ struct PPSampleCommand: ParsableCommand {
               ppsample ppf-xl-2 --steps 50 --cfg-scales 1,3 --labels 207,360 --out s.safetensors
               ppsample ppf2.pt --heads 4 --noise z.safetensors --sampler heun --steps 7   # parity with the official sampler
             """,
-        subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self],
+        subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self, Eval.self, TrainClassifier.self],
         defaultSubcommand: Sample.self)
 }
 
