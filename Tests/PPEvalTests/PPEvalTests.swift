@@ -147,7 +147,7 @@ final class EvalTests: XCTestCase {
             try EvalJob(input: Paths.digitsZip, dataPath: fiveClassData, classifierPath: smallPath).run()
         }
         // Real data the classifier cannot read.
-        assertPPError(.badInput, mentions: [Self.data, "label 9", "5 classes"]) {
+        assertPPError(.badInput, mentions: [Self.data, "label 5", "5 classes"]) {
             try EvalJob(input: Paths.digitsZip, dataPath: Self.data, classifierPath: smallPath).run()
         }
         // Not a classifier at all.
