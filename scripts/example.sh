@@ -53,7 +53,10 @@ r = json.load(open(sys.argv[2]))["runs"][0]
 print("%-22s %8.2f %9.3f %12.3f %10.1f" % (sys.argv[1], r["fd"], r["accuracy"], r["flops_per_image"] / 1e9, r["seconds_per_image"] * 1000))
 PY
 }
+# The untuned conversion with the CLI's defaults (no detail injection: the better samples, docs/QUALITY.md).
+"$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2-calibrated-default" \
+  --init calibrated --data examples/digits/digits.safetensors > /dev/null
 printf "%-22s %8s %9s %12s %10s\n" model FD accuracy "GFLOP/image" "ms/image"
 eval_row source-sit examples/digits/digits-sit.zip
-eval_row untuned-ppf2 "$out/digits-sit-ppf2-calibrated"
+eval_row untuned-ppf2 "$out/digits-sit-ppf2-calibrated-default"
 eval_row finetuned-ppf2 "$out/finetune/final"
