@@ -1,3 +1,4 @@
+import Foundation
 import PPJSON
 import PPKernels
 import PPSafetensors
@@ -167,5 +168,25 @@ final class EvalTests: XCTestCase {
         XCTAssertEqual(cost.evaluationsPerImage, 4)          // 4 Euler steps, no guidance
         XCTAssertGreaterThan(cost.flopsPerImage, 0)
         XCTAssertNotEqual(report.runs[0].scores.frechetDistance, report.runs[1].scores.frechetDistance)
+    }
+
+    /// The command: a mismatched samples file is one line on stderr and exit 65.
+    func testCommandRefusesMismatchedSamplesWithOneLineAndExit65() throws {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let binaries = FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
+        let folder = Paths.scratch(self)
+        let path = try samplesFile(shape: [4, 1, 8, 8], labels: [0, 1, 2, 3], in: folder)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "\(binaries)/ppsample")
+        process.arguments = ["eval", path, "--data", Self.data, "--classifier", Self.classifier]
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice; process.standardError = errors
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 65, text)
+        XCTAssertEqual(text.split(separator: "\n").count, 1, text)
+        XCTAssertTrue(text.hasPrefix("ppsample eval: \(path): "), text)
     }
 }
