@@ -21,6 +21,7 @@
 //   PPLatents      image folders to latent caches (VAE encode, resumable shards), latents to pictures,
 //                  ImageNet class names
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer
+//   PPEval         sample quality: digits classifier (trained by PPTrain's AdamW), exact Fréchet distance, eval
 //   PPCLI          what the executables share: error exits, progress, JSON output
 //   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
 //   ppconvert / ppsample / ppfinetune   thin command-line front ends
@@ -36,7 +37,7 @@ let package = Package(
         .library(name: "PPFlowKit", targets: [
             "PPFlowKit",
             "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
-            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain",
+            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
         ]),
     ],
     dependencies: [
@@ -66,11 +67,12 @@ let package = Package(
         .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPImage"]),
         .target(name: "PPLatents", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPImage", "PPVAE", "PPSample"]),
         .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert", "PPLatents", "PPVAE"]),
+        .target(name: "PPEval", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPSample", "PPTrain"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
         .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
         .target(name: "PPFlowKit", dependencies: [
             "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
-            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain",
+            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
         ]),
 
         .executableTarget(name: "ppconvert", dependencies: [
@@ -80,7 +82,7 @@ let package = Package(
         ]),
         .executableTarget(name: "ppsample", dependencies: [
             "PPCLI",
-            "PPSample", "PPVAE", "PPLatents", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
+            "PPSample", "PPVAE", "PPLatents", "PPEval", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
@@ -104,6 +106,7 @@ let package = Package(
         .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPLatentsTests", dependencies: ["PPTestSupport", "PPLatents", "PPImage", "PPVAE", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPJSON"]),
         .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPEvalTests", dependencies: ["PPTestSupport", "PPEval", "PPKernels", "PPSample", "PPModel", "PPTensor", "PPJSON", "PPSafetensors"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
     // ranges), which strict Swift 6 checking cannot see.

@@ -23,13 +23,13 @@ mkdir -p "$out"
 echo "== 1. inspect the bundled SiT"
 "$bin/ppconvert" inspect examples/digits/digits-sit.zip | head -20
 
-echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the calibrated initializer with detail"
+echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the calibrated initializer (the defaults)"
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2" \
   --data examples/digits/digits.safetensors --json "$out/convert-report.json" --force
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2-calibrated" \
-  --init calibrated --detail-scale 0.7 --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json" --force
+  --init calibrated --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json" --force
 
-echo "== 3. fine-tune with recipes/digits-ppf2.json (calibrated conversion with detail, 300 steps)"
+echo "== 3. fine-tune with recipes/digits-ppf2.json (calibrated conversion, 300 steps)"
 "$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune" --force
 
 echo "== 4. sample digits from the source SiT and from the fine-tuned PPFlow model (same noise, no guidance)"
@@ -37,7 +37,24 @@ echo "== 4. sample digits from the source SiT and from the fine-tuned PPFlow mod
 "$bin/ppsample" "$out/finetune/final" --per-class 8 --steps 50 --cfg-scales 1 --png "$out/ppflow-samples.png" --out "$out/ppflow-samples.safetensors" --force
 
 echo
+echo "== 5. score samples with the toolkit's own metric (docs/QUALITY.md): 200 unguided samples each, 50 Euler steps"
+# Fewer samples than QUALITY.md's 1000 x several seeds, so the example stays short: expect larger FDs.
+eval_row() {  # NAME MODEL
+  "$bin/ppsample" eval "$2" --data examples/digits/digits.safetensors --count 200 --seeds 0 --json > "$out/eval-$1.json"
+  python3 - "$1" "$out/eval-$1.json" <<'PY' 2>/dev/null || echo "$1: see $out/eval-$1.json"
+import json, sys
+r = json.load(open(sys.argv[2]))["runs"][0]
+print("%-22s %8.2f %9.3f %12.3f %10.1f" % (sys.argv[1], r["fd"], r["accuracy"], r["flops_per_image"] / 1e9, r["seconds_per_image"] * 1000))
+PY
+}
+printf "%-22s %8s %9s %12s %10s\n" model FD accuracy "GFLOP/image" "ms/image"
+eval_row source-sit examples/digits/digits-sit.zip
+eval_row untuned-ppf2 "$out/digits-sit-ppf2-calibrated"
+eval_row finetuned-ppf2 "$out/finetune/final"
+echo
 echo "done:"
 echo "  converted models:    $out/digits-sit-ppf2/ and $out/digits-sit-ppf2-calibrated/ (reports: $out/convert-*.json)"
 echo "  fine-tuned model:    $out/finetune/final/ (metrics: $out/finetune/metrics.jsonl, loss curves: $out/finetune/loss-level-*.svg)"
+echo "  quality:             $out/eval-*.json (the table above; docs/QUALITY.md has the full measurements)"
 echo "  samples:             $out/sit-samples.png (source SiT) next to $out/ppflow-samples.png (fine-tuned PPFlow-2)"
+

@@ -14,3 +14,4 @@
 @_exported import PPVAE
 @_exported import PPLatents
 @_exported import PPTrain
+@_exported import PPEval

@@ -170,7 +170,7 @@ extension PPConvertCommand {
         @Option(help: "Calibration images (default: 2048, at most 90 % of the data; the rest is held out for the verification).") var calibrationSamples: Int?
         @Option(help: "Seed of the calibration inputs.") var seed: UInt64 = 0
         @Option(help: "Ridge factor: lambda = factor x rows.") var ridge = 1e-3
-        @Option(help: "Calibrated only: pass the within-group detail of x_t through the coarse patch embeddings with this gain (0: the published refit exactly; 0.7 recommended, see docs/CONVERSION.md).") var detailScale = 0.0
+        @Option(help: "Calibrated only: pass the within-group detail of x_t through the coarse patch embeddings with this gain (default 0: the published refit exactly, which gives the best samples; > 0 lowers the velocity deviation but worsens samples, see docs/QUALITY.md).") var detailScale = 0.0
         @Option(help: "Level thresholds in flow time, e.g. 0.5 or 0.5,0.75 (default: the paper's).") var thresholds: String?
         @Option(help: "Default guidance scale per level, e.g. 1,3 (default: the paper's FID settings).") var cfgScales: String?
         @Option(help: "velocity (SiT) or epsilon (DiT), when the source's metadata does not say.") var objective: String?

@@ -22,7 +22,7 @@ struct PPSampleCommand: ParsableCommand {
               ppsample ppf-xl-2 --labels 207,360 --vae stabilityai/sd-vae-ft-ema --png g.png
 
             """ + "\n" + PPError.exitCodeSummary,
-        subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self, VAE.self, BenchVAE.self],
+        subcommands: [Sample.self, Forward.self, Bench.self, BenchForward.self, VAE.self, BenchVAE.self, Eval.self, TrainClassifier.self],
         defaultSubcommand: Sample.self)
 }
 
