@@ -45,22 +45,41 @@ B=.build-fuzz
 M=$B/modules
 mkdir -p "$M" "$B/bin"
 SAN=(-sanitize=fuzzer,address)
-SWIFTFLAGS=(-O -g -parse-as-library -swift-version 5 -enable-testing -I "$M" -I Sources/CJSONC -I Sources/CLibZip -I Sources/COpenBLAS -I Sources/COpenSSL
-            $(pkg-config --cflags-only-I json-c libzip openblas | sed 's/-I/-Xcc -I/g'))
+# The modules, C libraries and resources each target needs come from Package.swift (scripts/package-graph.py,
+# from the entry file's imports), so this build never keeps a second copy of the module graph.
+declare -A GRAPH
+for t in "${targets[@]}"; do GRAPH[$t]=$(python3 scripts/package-graph.py "Tests/Fuzz/$t.swift" Tests/Fuzz/Support.swift); done
+all_lines=$(printf '%s\n' "${GRAPH[@]}")
+systems=$(echo "$all_lines" | awk '$1 == "system" { print $2 }' | sort -u)
+pkgs=$(echo "$all_lines" | awk '$1 == "system" && NF > 2 { print $3 }' | sort -u)
+SWIFTFLAGS=(-O -g -parse-as-library -swift-version 5 -enable-testing -I "$M")
+for name in $systems; do SWIFTFLAGS+=(-I "Sources/$name"); done
+# shellcheck disable=SC2086
+for flag in $(pkg-config --cflags-only-I $pkgs); do SWIFTFLAGS+=(-Xcc "$flag"); done
 
-# SwiftPM's embedInCode resources, as the accessor it generates (PackageResources.<file_name>): one
-# Swift file per module that declares resources (only PPConvert's key-mapping table today).
+# SwiftPM's embedInCode resources, as the accessor it generates (PackageResources.<file_name>).
 resources_for() {
-  local name=$1 out=$M/$name-resources.swift
-  [ "$name" = PPConvert ] || return 0
-  local json=converters/ppflow-from-dit.json
-  if [ ! -f "$out" ] || [ "$json" -nt "$out" ]; then
-    python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); print("enum PackageResources { static let ppflow_from_dit_json: [UInt8] = [" + ",".join(map(str, d)) + "] }")' "$json" > "$out"
+  local name=$1 out=$M/$1-resources.swift
+  local files; files=$(echo "$all_lines" | awk -v n="$name" '$1 == "resource" && $2 == n { print $3 }' | sort -u)
+  [ -n "$files" ] || return 0
+  local stale=0 f
+  [ -f "$out" ] || stale=1
+  for f in $files; do [ "$f" -nt "$out" ] && stale=1; done
+  if [ $stale -eq 1 ]; then
+    # shellcheck disable=SC2086
+    python3 - "$out" $files <<'PY'
+import os, re, sys
+lines = ["enum PackageResources {"]
+for path in sys.argv[2:]:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(path))
+    lines.append("    static let %s: [UInt8] = [%s]" % (name, ",".join(map(str, open(path, "rb").read()))))
+open(sys.argv[1], "w").write("\n".join(lines + ["}"]) + "\n")
+PY
   fi
   echo "$out"
 }
 
-# One Swift module: .swiftmodule + one object file, rebuilt when a source (or a dependency) is newer.
+# One Swift module: .swiftmodule + one object file, rebuilt when a source or an earlier module is newer.
 build_module() {
   local name=$1; shift
   local obj=$M/$name.o
@@ -76,27 +95,27 @@ build_module() {
   fi
 }
 
+modules_for() { echo "${GRAPH[$1]}" | awk '$1 == "module" { print $2 }'; }
+
 build_modules() {
-  build_module PPTensor
-  build_module PPJSON "$M/PPTensor.o"
-  build_module PPSafetensors "$M/PPJSON.o"
-  build_module PPTorchFormat "$M/PPTensor.o"
-  build_module PPCheckpoint "$M/PPSafetensors.o" "$M/PPTorchFormat.o"
-  build_module PPKernels
-  build_module PPModel "$M/PPCheckpoint.o" "$M/PPKernels.o"
-  if [ $have_recipe -eq 1 ] && printf '%s\n' "${targets[@]}" | grep -qx recipe; then
-    build_module PPConvert "$M/PPModel.o"
-    build_module PPTrain "$M/PPConvert.o"
-  fi
+  local t name built=""
+  for t in "${targets[@]}"; do
+    local before=()
+    for name in $(modules_for "$t"); do
+      if ! printf '%s\n' $built | grep -qx "$name"; then
+        build_module "$name" "${before[@]}"
+        built="$built $name"
+      fi
+      before+=("$M/$name.o")
+    done
+  done
 }
 
-objects_for() {
-  local base="$M/PPTensor.o $M/PPJSON.o $M/PPSafetensors.o $M/PPTorchFormat.o $M/PPCheckpoint.o"
-  case "$1" in
-    config) echo "$base $M/PPKernels.o $M/PPModel.o" ;;
-    recipe) echo "$base $M/PPKernels.o $M/PPModel.o $M/PPConvert.o $M/PPTrain.o" ;;
-    *) echo "$base" ;;
-  esac
+objects_for() { modules_for "$1" | sed "s|^|$M/|; s|$|.o|" | tr '\n' ' '; }
+libraries_for() {
+  local t=$1
+  # shellcheck disable=SC2046
+  pkg-config --libs $(echo "${GRAPH[$t]}" | awk '$1 == "system" && NF > 2 { print $3 }') | tr ' ' '\n' | grep . | sed 's/^/-Xlinker /' | tr '\n' ' '
 }
 
 build_target() {
@@ -109,7 +128,7 @@ build_target() {
     echo "linking fuzz-$t" >&2
     # shellcheck disable=SC2086
     swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -module-name Fuzz$t Tests/Fuzz/$t.swift Tests/Fuzz/Support.swift $objs \
-      -o "$exe" $(pkg-config --libs-only-L openblas) -Xlinker -ljson-c -Xlinker -lzip -Xlinker -lopenblas -Xlinker -lcrypto 2>&1 \
+      -o "$exe" $(libraries_for "$t") 2>&1 \
       | { grep -v "Cannot export local symbol" || true; } >&2
   fi
 }
