@@ -21,7 +21,7 @@ mkdir -p "$out"
 # wrote (the toolkit still refuses to replace anything it did not write).
 
 echo "== 1. inspect the bundled SiT"
-"$bin/ppconvert" inspect examples/digits/digits-sit.zip | head -20
+"$bin/ppconvert" inspect examples/digits/digits-sit.zip | sed -n 1,20p  # sed reads to the end: head would close the pipe and, under pipefail, fail the script with SIGPIPE
 
 echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the calibrated initializer (the defaults)"
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2" \
