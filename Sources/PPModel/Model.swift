@@ -78,11 +78,8 @@ public final class Model {
         }
     }
 
-    /// The pyramid level a time selects: t <= thresholds[0] -> 0, t <= thresholds[1] -> 1, ..., else the finest.
-    public func level(forTime t: Float) -> Int {
-        for (i, threshold) in config.thresholds.enumerated() where Double(t) <= threshold { return i }
-        return config.levels - 1
-    }
+    /// The pyramid level a time selects (`ModelConfig.level(forTime:)`).
+    public func level(forTime t: Float) -> Int { config.level(forTime: t) }
 
     /// x [B, C, S, S], t [B] (the model's own time convention), y [B] (K = null class).
     /// Returns the whole network output [B, Cout, S, S] in the full layout at every level (first C channels

@@ -62,6 +62,15 @@ public struct ModelConfig: Equatable, Codable, Sendable {
         self.mlpNormEps = mlpNormEps
     }
 
+    /// The pyramid level a sample at flow time t uses, in training and in sampling alike: the first level
+    /// whose threshold (inclusive upper bound) is not below t, else the finest. Compared in float32, as the
+    /// official code compares its float32 t tensor with a Python number (torch casts the number to the
+    /// tensor's dtype): with thresholds [0.3, 0.6], t = Float(0.3) is level 0. The one rule of the toolkit.
+    public func level(forTime t: Float) -> Int {
+        for (i, threshold) in thresholds.enumerated() where t <= Float(threshold) { return i }
+        return levels - 1
+    }
+
     /// PPFlow's t1 = 0.5 and t2 = 0.75.
     public static func officialThresholds(levels: Int) -> [Double] {
         switch levels { case 2: return [0.5]; case 3: return [0.5, 0.75]; default: return [] }

@@ -125,15 +125,9 @@ public enum SampleBenchmark {
     public static func eulerAverageFLOPs(config: ModelConfig, steps: Int, latentSide: Int) -> Double {
         let grid = FixedGridSolver.timeGrid(points: steps + 1)
         let total = grid.dropLast().reduce(0.0) { sum, t in
-            sum + forwardFLOPs(config: config, level: levelForTime(config: config, t: t), latentSide: latentSide)
+            sum + forwardFLOPs(config: config, level: config.level(forTime: t), latentSide: latentSide)
         }
         return total / Double(steps)
-    }
-
-    /// The level PPFlow uses at t (t <= threshold -> that level), as `Model.level(forTime:)`.
-    static func levelForTime(config: ModelConfig, t: Float) -> Int {
-        for (i, threshold) in config.thresholds.enumerated() where Double(t) <= threshold { return i }
-        return config.levels - 1
     }
 
     /// The SiT weights copied into a PPFlow layout; proj1/proj2/linear1/linear2 and the level embedding random.

@@ -40,14 +40,8 @@ public struct TrainConfig: Sendable, Equatable {
         }
     }
 
-    /// The pyramid level a sample at time t is trained on: the first level whose threshold (inclusive
-    /// upper bound, `ModelConfig.thresholds`) is not below t, else the finest. Compared in float32, as
-    /// torch compares a float32 tensor with a Python number.
-    public func level(forTime t: Float) -> Int {
-        var level = 0
-        for threshold in model.thresholds where t > Float(threshold) { level += 1 }
-        return level
-    }
+    /// The pyramid level a sample at time t is trained on (`ModelConfig.level(forTime:)`, the one rule).
+    public func level(forTime t: Float) -> Int { model.level(forTime: t) }
 
     public func geometry(level: Int) -> LevelGeometry { LevelGeometry(config: model, level: level) }
 
