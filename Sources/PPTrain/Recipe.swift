@@ -1,5 +1,6 @@
 import PPCheckpoint
 import PPJSON
+import PPModel
 import PPLatents
 import PPTensor
 

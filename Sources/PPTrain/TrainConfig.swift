@@ -43,44 +43,10 @@ public struct TrainConfig: Sendable, Equatable {
     /// The pyramid level a sample at time t is trained on (`ModelConfig.level(forTime:)`, the one rule).
     public func level(forTime t: Float) -> Int { model.level(forTime: t) }
 
-    public func geometry(level: Int) -> LevelGeometry { LevelGeometry(config: model, level: level) }
+    public func geometry(level: Int) -> LevelGeometry { model.geometry(level: level) }
 
     /// Every tensor name and shape, in the official state-dict order (`ModelConfig.parameterShapes`).
     public var parameterShapes: [(name: String, shape: [Int])] { model.parameterShapes }
-}
-
-/// Where a pyramid level lives: its layout of the latent and the tensors that serve it.
-public struct LevelGeometry: Sendable, Equatable {
-    public let layout: LevelLayout
-    public let level: Int
-    public let channels: Int        // Cl: C, 2C (down_w) or 4C (down_square)
-    public let height: Int          // Hl
-    public let width: Int           // Wl
-    public let gridRows: Int
-    public let gridCols: Int
-    public var tokens: Int { gridRows * gridCols }
-    public let outputChannels: Int  // 2·Cl with learn_sigma, else Cl
-    public let embedKey: String     // x_embedder.proj{,1,2}
-    public let outputKey: String    // final_layer.linear{,1,2}
-    public let positionKey: String  // pos_embed{,.0,.1,.2}
-
-    init(config: ModelConfig, level: Int) {
-        self.level = level
-        layout = config.levelLayouts[level]
-        let S = config.inputSize
-        channels = layout.channelFactor * config.inChannels
-        switch layout {
-        case .square: height = S / 2; width = S / 2
-        case .width: height = S; width = S / 2
-        case .full: height = S; width = S
-        }
-        let grid = config.grid(level: level, latentSize: S)
-        gridRows = grid.rows; gridCols = grid.cols
-        outputChannels = config.learnSigma ? 2 * channels : channels
-        embedKey = config.patchEmbedName(level: level)
-        outputKey = config.finalLinearName(level: level)
-        positionKey = config.positionEmbedName(level: level)
-    }
 }
 
 extension ParameterLayout {

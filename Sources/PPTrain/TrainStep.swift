@@ -6,6 +6,8 @@ public struct TrainStepResult {
     public var loss: Float
     /// [B] per-sample mean squared errors, in the batch's sample order.
     public var perSampleLoss: [Float]
+    /// [B] the pyramid level each sample was trained at (`ModelConfig.level(forTime:)`).
+    public var levels: [Int]
     /// "grad.<key>" for every trainable tensor.
     public var gradients: TensorDict
     /// "after.<key>": every tensor after the AdamW step.
@@ -15,11 +17,12 @@ public struct TrainStepResult {
     /// Global gradient norm before clipping.
     public var gradientNorm: Double
 
-    /// All of it as one tensor dictionary: `loss` [1], `per_sample_loss` [B], grad.*, after.*, ema.*.
+    /// All of it as one tensor dictionary: `loss` [1], `per_sample_loss` [B], `level` [B], grad.*, after.*, ema.*.
     public var tensors: TensorDict {
         var all = TensorDict()
         all["loss"] = TensorView(floats: [loss], shape: [1])
         all["per_sample_loss"] = TensorView(floats: perSampleLoss, shape: [perSampleLoss.count])
+        all["level"] = TensorView(int64s: levels.map { Int64($0) }, shape: [levels.count])
         for dict in [gradients, after, ema] { for (name, t) in dict.items { all[name] = t } }
         return all
     }
@@ -51,7 +54,7 @@ public enum TrainStep {
         let norm = optimizer.update(parameters: &model.parameters, gradients: &model.gradients, layout: model.layout)
         var ema = ExponentialMovingAverage(initial: before, decay: emaDecay)
         ema.update(with: model.parameters)
-        return TrainStepResult(loss: loss, perSampleLoss: perSample,
+        return TrainStepResult(loss: loss, perSampleLoss: perSample, levels: t.map { model.config.level(forTime: $0) },
                                gradients: model.layout.tensors(model.gradients, prefix: "grad.", learnableOnly: true),
                                after: model.layout.tensors(model.parameters, prefix: "after."),
                                ema: model.layout.tensors(ema.values, prefix: "ema."),

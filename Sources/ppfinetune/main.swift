@@ -42,7 +42,7 @@ extension PPFinetuneCommand {
             abstract: "One training step on a given batch (no label dropout), written as loss, grads, weights after AdamW and EMA.",
             discussion: """
                 BATCH holds x1 [B,C,S,S] (data), x0 [B,C,S,S] (noise), t [B] (0 = noise, 1 = data), y [B] (labels). \
-                OUT gets loss [1], per_sample_loss [B], grad.<key>, after.<key>, ema.<key>, as the official \
+                OUT gets loss [1], per_sample_loss [B], level [B] (the pyramid level of each sample), grad.<key>, after.<key>, ema.<key>, as the official \
                 fixtures ref_ppf{2,3}_train_step.safetensors.
 
                 --attention official reproduces the official trainer's packing of coarse samples (they attend to \

@@ -309,8 +309,9 @@ extension PPSampleCommand {
                 var result = TensorDict()
                 result["out"] = TensorView(floats: output, shape: [batch, cout, side, side])
                 result["prediction"] = TensorView(floats: prediction, shape: [batch, c, side, side])
+                result["level"] = TensorView(int64s: t.floats().map { Int64(level ?? config.level(forTime: $0)) }, shape: [batch])
                 try SafetensorsWriter.write(result, metadata: [("model", FileOutput.baseName(of: model)), ("evaluations", "\(net.forwardCount)")], to: out)
-                print("wrote \(out): out \([batch, cout, side, side]), prediction \([batch, c, side, side]); \(net.forwardCount) sample evaluations")
+                print("wrote \(out): out \([batch, cout, side, side]), prediction \([batch, c, side, side]), level [\(batch)]; \(net.forwardCount) sample evaluations")
                 return 0
             }
         }
