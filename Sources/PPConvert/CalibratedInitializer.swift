@@ -77,8 +77,7 @@ public enum CalibratedInitializer {
                 try injectDetail(into: &tensors, config: config, level: level, scale: options.detailScale, seed: options.seed)
             }
         }
-        let parameters = try ModelParameters(config: config, tensors: tensors)
-        let model = Model(config: config, parameters: parameters)
+        let model = Model(weights: try ModelWeights(config: config, tensors: tensors))
         for level in 0..<(config.levels - 1) {
             let layout = config.levelLayouts[level]
             let factor = layout.channelFactor

@@ -50,7 +50,7 @@ public enum FromDiT {
     /// Converts a DiT/SiT source into a PPFlow model with the rules of `converters/ppflow-from-dit.json`.
     /// The repeat-rule conversion of `source` with the levels and thresholds of `config`: the baseline a
     /// calibrated model is compared with.
-    public static func repeatRuleParameters(of source: LoadedCheckpoint, like config: ModelConfig) throws -> ModelParameters {
+    public static func repeatRuleWeights(of source: LoadedCheckpoint, like config: ModelConfig) throws -> ModelWeights {
         var options = FromDiTOptions()
         options.levels = config.levels
         options.thresholds = config.thresholds
@@ -59,7 +59,7 @@ public enum FromDiT {
         // without one (a bare SiT .pt converted with --objective) would otherwise be refused here.
         if source.objective == .unknown { options.objective = .velocity }
         let result = try convert(source, options: options, sourceSHA256: nil)
-        return try ModelParameters(config: result.config, tensors: result.tensors)
+        return try ModelWeights(config: result.config, tensors: result.tensors)
     }
 
     public static func convert(_ source: LoadedCheckpoint, options: FromDiTOptions, sourceSHA256: String?) throws -> ConversionResult {
@@ -177,7 +177,7 @@ public enum FromDiT {
                 throw PPError(.usage, file: source.path, entry: "--init calibrated",
                     "fits the coarse levels to the source's velocity, so the source must be a velocity (SiT) model; this one is \(objective.rawValue)")
             }
-            let sourceModel = Model(config: sourceConfig, parameters: try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)))
+            let sourceModel = Model(weights: try ModelWeights(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)))
             let report = try CalibratedInitializer.apply(to: &out, config: target, source: sourceModel, options: calibration, progress: options.progress)
             calibrationReport = report
             initializerRecord["data"] = .string(FileOutput.baseName(of: calibration.dataPath))

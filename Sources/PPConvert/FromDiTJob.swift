@@ -92,12 +92,12 @@ public struct FromDiTJob {
         var exitCode: Int32 = 0
         if verify {
             let sourceConfig = try ContainerConversion.modelConfig(of: source, heads: options.heads)
-            let sourceParameters = try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
-            let ppflowParameters = try ModelParameters(config: result.config, tensors: result.tensors)
-            let verification = Verification(source: sourceConfig, sourceParameters: sourceParameters,
-                                            ppflow: result.config, ppflowParameters: ppflowParameters, data: verificationData,
-                                            pool: heldOutPool(),
-                                            repeatRule: options.initializer == .calibrated ? try FromDiT.repeatRuleParameters(of: source, like: result.config) : nil)
+            // The converted tensors share the source's unchanged ones, so the three models cost little more
+            // than the mapped source.
+            let sourceWeights = try ModelWeights(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
+            let verification = Verification(source: sourceWeights, ppflow: try ModelWeights(config: result.config, tensors: result.tensors),
+                                            data: verificationData, pool: heldOutPool(),
+                                            repeatRule: options.initializer == .calibrated ? try FromDiT.repeatRuleWeights(of: source, like: result.config) : nil)
             verification.lines().forEach(log)
             report["verification"] = verification.json
             if !verification.passed {

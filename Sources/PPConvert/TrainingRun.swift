@@ -83,13 +83,13 @@ public enum TrainingRunExport {
     public static func write(run: String, to output: String) throws -> (checkpoint: String, step: Int) {
         guard let latest = RunFolder.latestCheckpoint(run) else { throw PPError(.missingInput, file: run, "no checkpoint in this run folder") }
         let loaded = try ModelLoader.load(latest.path)
-        let emaTensors = loaded.parameters.tensors()
+        let emaTensors = loaded.parameters().tensors()
         let statePath = RunFolder.statePath(latest.path)
         let state = try SafetensorsFile.open(statePath)
         let recipe = try JSON.parse(file: "\(run)/recipe.json")
         let stepsJSON = try JSON.parse(state.metadata.first(where: { $0.0 == "adam_steps" })?.1 ?? "{}", origin: statePath)
         var model = TensorDict(), expAvg = TensorDict(), expAvgSq = TensorDict(), steps: [String: Int] = [:]
-        for name in loaded.parameters.layout.names {
+        for name in loaded.weights.layout.names {
             guard let p = state.tensors["param." + name] else { throw PPError.badInput(statePath, entry: "param." + name, "missing") }
             model[name] = p
             if let k = stepsJSON[name]?.intValue, k > 0, let m = state.tensors["adam_m." + name], let v = state.tensors["adam_v." + name] {

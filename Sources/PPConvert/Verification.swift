@@ -32,12 +32,14 @@ public struct Verification {
     /// `data`: optional real latents [N,C,S,S] (+ labels) to use instead of random ones; `pool`: the rows of
     /// `data` to draw from (the calibration's held-out rows), all when nil or empty; `repeatRule`: the
     /// repeat-rule conversion of the same source, measured on the same inputs for comparison.
-    public init(source: ModelConfig, sourceParameters: ModelParameters, ppflow: ModelConfig, ppflowParameters: ModelParameters,
+    /// The models run on their weights where they lie (a checkpoint's mapped tensors are not copied).
+    public init(source sourceWeights: ModelWeights, ppflow ppflowWeights: ModelWeights,
                 batch: Int = 4, seed: UInt64 = 0, data: (latents: [Float], labels: [Int32], count: Int)? = nil, pool: [Int]? = nil,
-                repeatRule: ModelParameters? = nil) {
-        let sourceModel = Model(config: source, parameters: sourceParameters)
-        let ppflowModel = Model(config: ppflow, parameters: ppflowParameters)
-        let repeatModel = repeatRule.map { Model(config: ppflow, parameters: $0) }
+                repeatRule: ModelWeights? = nil) {
+        let source = sourceWeights.config, ppflow = ppflowWeights.config
+        let sourceModel = Model(weights: sourceWeights)
+        let ppflowModel = Model(weights: ppflowWeights)
+        let repeatModel = repeatRule.map { Model(weights: $0, config: ppflow) }
         let c = source.inChannels, s = source.inputSize
         let perSample = c * s * s
         var rng = SeededRandom(seed: seed)

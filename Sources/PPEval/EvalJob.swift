@@ -67,7 +67,7 @@ public struct EvalJob {
         for seed in seeds {
             var settings = sampling
             settings.seed = seed
-            let net = Model(config: config, parameters: loaded.parameters)
+            let net = Model(weights: loaded.weights, config: config)
             let (samples, cost) = try ModelSampling.sample(net, objective: objective, settings: settings) { done, total in
                 progress?("seed \(seed)", done, total)
             }

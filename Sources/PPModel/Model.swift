@@ -14,7 +14,8 @@ public enum GuidanceChannels: String, Codable, Sendable {
 /// Not thread-safe: one forward at a time per instance (the scratch buffers are shared).
 public final class Model {
     public let config: ModelConfig
-    public let parameters: ModelParameters
+    /// What the network reads: flat parameters, or a checkpoint's tensors where they lie.
+    public let weights: ModelWeights
     /// Model evaluations done (samples × passes), for reports.
     public private(set) var forwardCount = 0
 
@@ -27,12 +28,18 @@ public final class Model {
     private let groupInput = Scratch()     // [m, C, S, S] gathered samples of one level
     private let groupOutput = Scratch()    // [m, Cout, S, S]
 
-    public init(config: ModelConfig, parameters: ModelParameters) {
+    /// `config` may differ from the weights' own in what the weights do not fix (thresholds, time features, norm eps).
+    public init(weights: ModelWeights, config: ModelConfig? = nil) {
+        let config = config ?? weights.config
+        self.config = config
+        self.weights = weights
+        network = Network(config: config, layout: weights.layout)
+    }
+
+    public convenience init(config: ModelConfig, parameters: ModelParameters) {
         precondition(parameters.config == config || parameters.layout.names == ParameterLayout(config: config).names,
                      "parameters were laid out for another configuration")
-        self.config = config
-        self.parameters = parameters
-        network = Network(config: config, layout: parameters.layout)
+        self.init(weights: ModelWeights(parameters: parameters), config: config)
     }
 
     /// The pyramid level a time selects (`ModelConfig.level(forTime:)`).
@@ -52,14 +59,14 @@ public final class Model {
         let sampleLevels = t.map { forcedLevel ?? level(forTime: $0) }
         let inSize = c * side * side, outSize = config.outChannels * side * side
         var output = [Float](repeating: 0, count: batch * outSize)
-        parameters.values.withUnsafeBufferPointer { params in
+        weights.withTable { params in
             x.withUnsafeBufferPointer { xs in t.withUnsafeBufferPointer { ts in y.withUnsafeBufferPointer { ys in
                 output.withUnsafeMutableBufferPointer { out in
                     for level in Set(sampleLevels).sorted() {
                         let members = (0..<batch).filter { sampleLevels[$0] == level }
                         if members.count == batch {
                             runLevel(level, x: xs.baseAddress!, t: ts.baseAddress!, y: ys.baseAddress!, batch: batch, side: side,
-                                     output: out.baseAddress!, params: params.baseAddress!)
+                                     output: out.baseAddress!, params: params)
                             continue
                         }
                         // Gather this level's samples, run them together, scatter the results back.
@@ -68,7 +75,7 @@ public final class Model {
                         for (j, i) in members.enumerated() { (gx + j * inSize).update(from: xs.baseAddress! + i * inSize, count: inSize) }
                         let gt = members.map { t[$0] }, gy = members.map { y[$0] }
                         gt.withUnsafeBufferPointer { gtp in gy.withUnsafeBufferPointer { gyp in
-                            runLevel(level, x: gx, t: gtp.baseAddress!, y: gyp.baseAddress!, batch: m, side: side, output: gout, params: params.baseAddress!)
+                            runLevel(level, x: gx, t: gtp.baseAddress!, y: gyp.baseAddress!, batch: m, side: side, output: gout, params: params)
                         } }
                         for (j, i) in members.enumerated() { (out.baseAddress! + i * outSize).update(from: gout + j * outSize, count: outSize) }
                     }
@@ -121,11 +128,11 @@ public final class Model {
         let side = Int((Double(x.count / (batch * c))).squareRoot().rounded())
         precondition(side * side * c * batch == x.count, "finalFeatures: x must be [B, C, S, S]")
         var features = [Float](repeating: 0, count: batch * config.geometry(level: level, side: side).tokens * config.hiddenSize)
-        parameters.values.withUnsafeBufferPointer { params in
+        weights.withTable { params in
             x.withUnsafeBufferPointer { xs in t.withUnsafeBufferPointer { ts in y.withUnsafeBufferPointer { ys in
                 features.withUnsafeMutableBufferPointer { out in
                     runLevel(level, x: xs.baseAddress!, t: ts.baseAddress!, y: ys.baseAddress!, batch: batch, side: side,
-                             output: out.baseAddress!, params: params.baseAddress!, stopAtFinalFeatures: true)
+                             output: out.baseAddress!, params: params, stopAtFinalFeatures: true)
                 }
             } } }
         }
@@ -138,7 +145,7 @@ public final class Model {
     /// x [b, C, S, S] -> output [b, Cout, S, S] at `level`; or, with `stopAtFinalFeatures`, the modulated
     /// final-layer input [b, T, D].
     private func runLevel(_ level: Int, x: UnsafePointer<Float>, t: UnsafePointer<Float>, y: UnsafePointer<Int32>, batch b: Int,
-                          side: Int, output: UnsafeMutablePointer<Float>, params: UnsafePointer<Float>, stopAtFinalFeatures: Bool = false) {
+                          side: Int, output: UnsafeMutablePointer<Float>, params: WeightTable, stopAtFinalFeatures: Bool = false) {
         let g = config.geometry(level: level, side: side)
         let labels = (0..<b).map { Int(y[$0]) }
         let pass = network.plan(geometry: g, labels: labels, keepActivations: false)
@@ -149,13 +156,13 @@ public final class Model {
             input = UnsafePointer(buffer)
         }
         if stopAtFinalFeatures {
-            network.forward(pass, input: input, t: t, params: params, image: nil)
+            network.forward(pass, input: input, t: t, weights: params, image: nil)
             output.update(from: network.finalFeatures(of: pass), count: b * g.tokens * config.hiddenSize)
         } else if g.layout == .full {
-            network.forward(pass, input: input, t: t, params: params, image: output)
+            network.forward(pass, input: input, t: t, weights: params, image: output)
         } else {
             let image = levelImage.reserve(b * g.outputChannels * g.height * g.width)
-            network.forward(pass, input: input, t: t, params: params, image: image)
+            network.forward(pass, input: input, t: t, weights: params, image: image)
             g.restore(image, into: output, batch: b)
         }
     }

@@ -2,13 +2,17 @@ import PPCheckpoint
 import PPJSON
 import PPTensor
 
-/// A runnable model from any checkpoint the readers accept.
+/// A runnable model from any checkpoint the readers accept. Its weights are read where the loader put
+/// them (float32 tensors of a mapped file are not copied).
 public struct LoadedModel {
     public var checkpoint: LoadedCheckpoint
     public var config: ModelConfig
-    public var parameters: ModelParameters
+    public var weights: ModelWeights
 
-    public func makeModel() -> Model { Model(config: config, parameters: parameters) }
+    public func makeModel() -> Model { Model(weights: weights) }
+
+    /// The weights copied into flat parameters (for training or changing them).
+    public func parameters() -> ModelParameters { weights.parameters() }
 }
 
 public enum ModelLoader {
@@ -23,8 +27,8 @@ public enum ModelLoader {
         var checkpoint = try CheckpointLoader.load(path, weights: weights, requireObjective: requireObjective && given == nil)
         try checkpoint.applyGivenObjective(given)
         let config = try configuration(of: checkpoint, heads: heads)
-        let parameters = try ModelParameters(config: config, tensors: try completeTensors(checkpoint, config: config))
-        return LoadedModel(checkpoint: checkpoint, config: config, parameters: parameters)
+        let weights = try ModelWeights(config: config, tensors: try completeTensors(checkpoint, config: config))
+        return LoadedModel(checkpoint: checkpoint, config: config, weights: weights)
     }
 
     /// The model configuration of a loaded checkpoint: shapes from the weights, heads and input size

@@ -160,10 +160,21 @@ public struct ForwardPass {
     var arenaCount = 0
 }
 
+/// Where the network reads each weight: one float32 pointer per tensor of the layout, in layout order
+/// (into a flat parameter buffer, or straight into a checkpoint's mapped file: `ModelWeights`).
+public struct WeightTable {
+    let pointers: [UnsafePointer<Float>]
+    public init(pointers: [UnsafePointer<Float>]) { self.pointers = pointers }
+    /// Every tensor inside one flat buffer [totalCount] laid out by `layout`.
+    public init(flat base: UnsafePointer<Float>, layout: ParameterLayout) { pointers = layout.offsets.map { base + $0 } }
+    @inline(__always) subscript(index: Int) -> UnsafePointer<Float> { pointers[index] }
+}
+
 /// The DiT / SiT / PPFlow transformer, defined once: the forward pass of one level's samples (which keeps
 /// what backward needs only when asked) and its hand-written backward twin, on one flat parameter buffer
 /// in `ParameterLayout` order. Sampling, verification, the calibrated initializer and the trainer all run
-/// this code; `Kernels` and `Backward` hold the kernels, `Reference` their plain oracles.
+/// this code; `Kernels` and `Backward` hold the kernels, `Reference` their plain oracles. Weights are read
+/// through a `WeightTable`, so inference can run on a checkpoint where it lies in memory.
 /// Not thread-safe: one pass at a time per instance (the arena is shared).
 public final class Network {
     public let config: ModelConfig
@@ -171,8 +182,10 @@ public final class Network {
     /// Floating-point operations of the matrix products since the last `resetFlops` (2·m·n·k each).
     public private(set) var matmulFlops: Double = 0
 
+    /// Tensor indices (in `layout`) of a weight and its bias.
+    typealias Pair = (weight: Int, bias: Int)
     private struct BlockWeights {
-        let qkv, proj, fc1, fc2, ada: (weight: Int, bias: Int)
+        let qkv, proj, fc1, fc2, ada: Pair
     }
     private let blockWeights: [BlockWeights]
     private let arena = Scratch()
@@ -184,7 +197,7 @@ public final class Network {
         precondition(layout.names == ParameterLayout(config: config).names, "parameters were laid out for another configuration")
         self.config = config
         self.layout = layout
-        func pair(_ key: String) -> (weight: Int, bias: Int) { (layout.offset(key + ".weight"), layout.offset(key + ".bias")) }
+        func pair(_ key: String) -> Pair { (layout.index(key + ".weight"), layout.index(key + ".bias")) }
         blockWeights = (0..<config.depth).map { i in
             let b = "blocks.\(i)."
             return BlockWeights(qkv: pair(b + "attn.qkv"), proj: pair(b + "attn.proj"), fc1: pair(b + "mlp.fc1"),
@@ -281,21 +294,22 @@ public final class Network {
 
     // MARK: Products (counted)
 
-    private func linear(_ input: UnsafePointer<Float>, _ P: UnsafePointer<Float>, _ w: (weight: Int, bias: Int),
+    private func linear(_ input: UnsafePointer<Float>, _ P: WeightTable, _ w: Pair,
                         _ output: UnsafeMutablePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int) {
-        Kernels.linear(input: input, weight: P + w.weight, bias: P + w.bias, output: output, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
+        Kernels.linear(input: input, weight: P[w.weight], bias: P[w.bias], output: output, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
         matmulFlops += 2 * Double(rows) * Double(inFeatures) * Double(outFeatures)
     }
 
-    private func linearBackward(_ input: UnsafePointer<Float>, _ P: UnsafePointer<Float>, _ G: UnsafeMutablePointer<Float>,
-                                _ w: (weight: Int, bias: Int), dOutput: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
+    private func linearBackward(_ input: UnsafePointer<Float>, _ P: WeightTable, _ G: UnsafeMutablePointer<Float>,
+                                _ w: Pair, dOutput: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>?,
                                 rows: Int, inFeatures: Int, outFeatures: Int) {
-        Backward.linear(input: input, weight: P + w.weight, dOutput: dOutput, dInput: dInput, dWeight: G + w.weight, dBias: G + w.bias,
+        Backward.linear(input: input, weight: P[w.weight], dOutput: dOutput, dInput: dInput,
+                        dWeight: G + layout.offsets[w.weight], dBias: G + layout.offsets[w.bias],
                         rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
         matmulFlops += (dInput == nil ? 2 : 4) * Double(rows) * Double(inFeatures) * Double(outFeatures)
     }
 
-    private func key(_ name: String) -> (weight: Int, bias: Int) { (layout.offset(name + ".weight"), layout.offset(name + ".bias")) }
+    private func key(_ name: String) -> Pair { (layout.index(name + ".weight"), layout.index(name + ".bias")) }
 
     // MARK: Forward
 
@@ -303,7 +317,7 @@ public final class Network {
     /// own time convention), y [n] class labels (numClasses = null). Writes the network output
     /// [n, Cout_l, Hl, Wl] in the level's layout to `image`; with `image` nil it stops after the final
     /// layer's modulation (`finalFeatures`).
-    public func forward(_ r: ForwardPass, input: UnsafePointer<Float>, t: UnsafePointer<Float>, params P: UnsafePointer<Float>,
+    public func forward(_ r: ForwardPass, input: UnsafePointer<Float>, t: UnsafePointer<Float>, weights P: WeightTable,
                         image: UnsafeMutablePointer<Float>?) {
         let g = r.geometry, n = r.count, T = g.tokens, rows = n * T
         let D = config.hiddenSize, F = config.mlpHiddenSize, p = config.patchSize, H = config.numHeads
@@ -322,8 +336,8 @@ public final class Network {
         Kernels.silu(at(r.timeHidden), at(r.timeHiddenAct), count: n * D)
         let c = at(r.condition)
         linear(at(r.timeHiddenAct), P, key("t_embedder.mlp.2"), c, rows: n, inFeatures: D, outFeatures: D)
-        let labelTable = P + layout.offset("y_embedder.embedding_table.weight")
-        let levelRow: UnsafePointer<Float>? = config.levels > 1 ? P + layout.offset("level_embedder.embedding_table.weight") + g.level * D : nil
+        let labelTable = P[layout.index("y_embedder.embedding_table.weight")]
+        let levelRow: UnsafePointer<Float>? = config.levels > 1 ? P[layout.index("level_embedder.embedding_table.weight")] + g.level * D : nil
         for i in 0..<n {
             let row = c + i * D, label = labelTable + r.labels[i] * D
             for k in 0..<D { row[k] += label[k] }
@@ -400,8 +414,8 @@ public final class Network {
 
     /// The backward twin of `forward` for a pass that kept its activations: given dImage [n, Cout_l, Hl, Wl]
     /// (the loss gradient of the level-layout output), ACCUMULATES every parameter gradient into G
-    /// [totalCount] (the fixed position tables get none; the input needs none).
-    public func backward(_ r: ForwardPass, dImage: UnsafePointer<Float>, params P: UnsafePointer<Float>, gradients G: UnsafeMutablePointer<Float>) {
+    /// [totalCount] in layout order (the fixed position tables get none; the input needs none).
+    public func backward(_ r: ForwardPass, dImage: UnsafePointer<Float>, weights P: WeightTable, gradients G: UnsafeMutablePointer<Float>) {
         precondition(r.keepsActivations, "backward needs a forward pass that kept its activations")
         let g = r.geometry, n = r.count, T = g.tokens, rows = n * T
         let D = config.hiddenSize, F = config.mlpHiddenSize, p = config.patchSize, H = config.numHeads

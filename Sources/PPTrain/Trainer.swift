@@ -66,14 +66,14 @@ public final class FineTuneRun {
                 throw PPError(.missingInput, file: folder, "no checkpoint to resume from (checkpoints/step-* or final/)")
             }
             let loaded = try ModelLoader.load(latest.path)
-            let state = try TrainState.read(RunFolder.statePath(latest.path), layout: loaded.parameters.layout)
+            let state = try TrainState.read(RunFolder.statePath(latest.path), layout: loaded.weights.layout)
             guard state.recipeHash == recipe.hash else {
                 throw PPError(.usage, file: recipe.recipePath, "differs from the recipe the run in \(folder) was started with (hash \(state.recipeHash.prefix(12)) vs \(recipe.hash.prefix(12))); resume needs the same recipe")
             }
             config = loaded.config
             parameters = state.parameters
             native = loaded.checkpoint.nativeConfig?.objectValue ?? JSONObject()
-            restored = (latest.path, state, loaded.parameters.values)
+            restored = (latest.path, state, loaded.parameters().values)
         } else {
             (config, parameters, native) = try Self.startModel(recipe, log: log)
         }
@@ -144,7 +144,7 @@ public final class FineTuneRun {
             let native = loaded.checkpoint.nativeConfig?.objectValue
                 ?? FromDiT.nativeConfig(for: loaded.config, objective: .velocity, cfgScales: loaded.config.levels == 3 ? [1.0, 3.5, 3.75] : [1.0, 3.0],
                                         family: "PPFlow-\(loaded.config.levels)", provenance: JSONObject([("source", .string(path))]))
-            return (loaded.config, loaded.parameters.values, native)
+            return (loaded.config, loaded.parameters().values, native)
         case .fromDiT(let f):
             var options = FromDiTOptions()
             options.levels = f.levels

@@ -94,8 +94,9 @@ public final class TrainingModel {
             var dImage = [Float](repeating: 0, count: n * outSize)      // [n, Cout_l, Hl, Wl]
             let times = samples.map { batch.t[$0] }
             let pass = network.plan(geometry: g, labels: samples.map { batch.y[$0] }, keepActivations: true, packing: packings[level])
-            parameters.withUnsafeBufferPointer { P in
-                times.withUnsafeBufferPointer { network.forward(pass, input: input, t: $0.baseAddress!, params: P.baseAddress!, image: &image) }
+            parameters.withUnsafeBufferPointer { flat in
+                let P = WeightTable(flat: flat.baseAddress!, layout: layout)
+                times.withUnsafeBufferPointer { network.forward(pass, input: input, t: $0.baseAddress!, weights: P, image: &image) }
                 // Per-sample mean squared error of the prediction channels against x1 - x0 (the loss is the
                 // mean over all B samples), and its gradient.
                 let scale = Float(2.0 / (Double(levelSize) * Double(B)))
@@ -109,7 +110,7 @@ public final class TrainingModel {
                     losses[samples[i]] = sum / Double(levelSize)
                 }
                 gradients.withUnsafeMutableBufferPointer { G in
-                    network.backward(pass, dImage: dImage, params: P.baseAddress!, gradients: G.baseAddress!)
+                    network.backward(pass, dImage: dImage, weights: P, gradients: G.baseAddress!)
                 }
             }
         }

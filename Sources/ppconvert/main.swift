@@ -277,13 +277,11 @@ extension PPConvertCommand {
                 defer { if let folder = dataFile?.temporary { FileOutput.removeTree(folder) } }
                 let dataPath = dataFile?.path
                 let latents = try dataPath.map { try VerificationData.load($0, channels: sourceConfig.inChannels, size: sourceConfig.inputSize) }
-                let verification = Verification(
-                    source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)),
-                    ppflow: targetConfig, ppflowParameters: try ModelParameters(config: targetConfig, tensors: target.tensors),
+                let verification = Verification(source: try ModelWeights(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)), ppflow: try ModelWeights(config: targetConfig, tensors: target.tensors),
                     batch: batch, seed: seed, data: latents,
                     pool: try dataPath.flatMap { try CalibratedInitializer.heldOutSamples(recordedIn: target, dataPath: $0, count: latents?.count ?? 0) },
                     repeatRule: target.nativeConfig?["provenance"]?["initializer"]?["name"]?.stringValue == "calibrated"
-                        ? try FromDiT.repeatRuleParameters(of: source, like: targetConfig) : nil)
+                        ? try FromDiT.repeatRuleWeights(of: source, like: targetConfig) : nil)
                 if json { try CLI.writeJSON(verification.json, to: "-") } else { verification.lines().forEach { print($0) } }
                 if data == nil, !json, let calibrationData = target.nativeConfig?["provenance"]?["initializer"]?["data"]?.stringValue {
                     print("note: from-dit measured this model on held-out rows of \(calibrationData); pass --data with that file for the same numbers")

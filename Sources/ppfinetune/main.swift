@@ -70,7 +70,7 @@ extension PPFinetuneCommand {
                     guard let t = tensors[name] else { throw PPError.badInput(batch, entry: name, "missing (the batch needs x1, x0, t, y)") }
                     return t
                 }
-                let result = try TrainStep.run(parameters: loaded.parameters, x1: try need("x1").floats(), x0: try need("x0").floats(),
+                let result = try TrainStep.run(parameters: loaded.parameters(), x1: try need("x1").floats(), x0: try need("x0").floats(),
                                                t: try need("t").floats(), y: try need("y").int64s().map { Int($0) },
                                                optimizer: AdamWOptions(learningRate: lr, weightDecay: weightDecay), emaDecay: emaDecay,
                                                attention: attention)

@@ -114,8 +114,7 @@ final class CalibrationTests: XCTestCase {
             }
             let source = try CheckpointLoader.load(Paths.fixture("sit.pt"))
             let sourceConfig = try ModelLoader.configuration(of: source, heads: 4)
-            let v = Verification(source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: source.tensors),
-                                 ppflow: calibrated.config, ppflowParameters: try ModelParameters(config: calibrated.config, tensors: calibrated.tensors))
+            let v = Verification(source: try ModelWeights(config: sourceConfig, tensors: source.tensors), ppflow: try ModelWeights(config: calibrated.config, tensors: calibrated.tensors))
             XCTAssertTrue(v.passed)
             XCTAssertEqual(v.levels.last!.relativeError, 0)
             // Provenance records the initializer, its data hash and the fits.
@@ -160,8 +159,7 @@ final class CalibrationTests: XCTestCase {
             }
             let source = try CheckpointLoader.load(Paths.fixture("sit.pt"))
             let sourceConfig = try ModelLoader.configuration(of: source, heads: 4)
-            let v = Verification(source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: source.tensors),
-                                 ppflow: detailed.config, ppflowParameters: try ModelParameters(config: detailed.config, tensors: detailed.tensors))
+            let v = Verification(source: try ModelWeights(config: sourceConfig, tensors: source.tensors), ppflow: try ModelWeights(config: detailed.config, tensors: detailed.tensors))
             XCTAssertEqual(v.levels.last!.relativeError, 0)
             for (p, d) in zip(plain.calibration!.fits, detailed.calibration!.fits) {
                 XCTAssertLessThan(d.relativeResidualFitted, p.relativeResidualFitted, "level \(p.level): the detail helps the fit")

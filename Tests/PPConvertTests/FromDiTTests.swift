@@ -113,8 +113,7 @@ final class FromDiTTests: XCTestCase {
         let source = try CheckpointLoader.load(Paths.fixture("sit.pt"))
         let sourceConfig = try ContainerConversion.modelConfig(of: source, heads: 4)
         let result = try convert("sit.pt", levels: 3)
-        let v = Verification(source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: source.tensors),
-                             ppflow: result.config, ppflowParameters: try ModelParameters(config: result.config, tensors: result.tensors))
+        let v = Verification(source: try ModelWeights(config: sourceConfig, tensors: source.tensors), ppflow: try ModelWeights(config: result.config, tensors: result.tensors))
         XCTAssertTrue(v.passed)
         XCTAssertEqual(v.levels.map(\.layout), ["down_square", "down_w", "full"])
         XCTAssertLessThanOrEqual(v.levels[2].relativeError, 1e-6)
@@ -123,8 +122,7 @@ final class FromDiTTests: XCTestCase {
         var broken = result.tensors
         var w = broken["blocks.0.mlp.fc1.bias"]!.floats(); w[0] += 0.5
         broken["blocks.0.mlp.fc1.bias"] = TensorView(floats: w, shape: [256])
-        let bad = Verification(source: sourceConfig, sourceParameters: try ModelParameters(config: sourceConfig, tensors: source.tensors),
-                               ppflow: result.config, ppflowParameters: try ModelParameters(config: result.config, tensors: broken))
+        let bad = Verification(source: try ModelWeights(config: sourceConfig, tensors: source.tensors), ppflow: try ModelWeights(config: result.config, tensors: broken))
         XCTAssertFalse(bad.passed)
     }
 

@@ -192,7 +192,7 @@ final class FineTuneRunTests: XCTestCase {
         ])
         try FineTuneSupport.save(r, "\(folder)/r.json")
         let recipe = try Recipe.load("\(folder)/r.json")
-        let start = try ModelLoader.load(Fixtures.path("ppf2.pt"), heads: 4).parameters
+        let start = try ModelLoader.load(Fixtures.path("ppf2.pt"), heads: 4).parameters()
         let run = try FineTuneRun(recipe: recipe, folder: "\(folder)/run", resume: false, log: { _ in })
         for _ in 0..<4 { _ = try run.trainStep() }
         for name in start.layout.names {
@@ -258,7 +258,7 @@ final class FineTuneRunTests: XCTestCase {
         XCTAssertEqual(summary.pictures.count, 2)
         // The checkpoint is a native PPFlow folder the loader reads, holding the EMA weights.
         let final = try ModelLoader.load(summary.finalCheckpoint)
-        XCTAssertEqual(final.parameters.values, run.ema.values)
+        XCTAssertEqual(final.parameters().values, run.ema.values)
     }
 }
 
@@ -350,9 +350,9 @@ final class FineTuneCommandTests: XCTestCase {
         let state = try TensorFiles.read(path: "\(folder)/killed/final/state/train-state.safetensors")
         let finalModel = try ModelLoader.load("\(folder)/killed/final")
         let model = try CheckpointLoader.load(exported, weights: .model).tensors, ema = try CheckpointLoader.load(exported, weights: .ema).tensors
-        for name in finalModel.parameters.layout.names {
+        for name in finalModel.weights.layout.names {
             XCTAssertEqual(try XCTUnwrap(model[name]).floats(), try XCTUnwrap(state["param." + name]).floats(), name)
-            XCTAssertEqual(try XCTUnwrap(ema[name]).floats(), try XCTUnwrap(finalModel.parameters.tensors()[name]).floats(), name)
+            XCTAssertEqual(try XCTUnwrap(ema[name]).floats(), try XCTUnwrap(finalModel.parameters().tensors()[name]).floats(), name)
         }
         // Resuming under another recipe is refused.
         var other = r

@@ -47,7 +47,7 @@ final class OneNetworkTests: XCTestCase {
                     var image = [Float](repeating: .nan, count: n * g.outputChannels * g.height * g.width)
                     let pass = network.plan(geometry: g, labels: labels, keepActivations: keep)
                     parameters.values.withUnsafeBufferPointer { p in
-                        network.forward(pass, input: input, t: t, params: p.baseAddress!, image: &image)
+                        network.forward(pass, input: input, t: t, weights: WeightTable(flat: p.baseAddress!, layout: parameters.layout), image: &image)
                     }
                     return image
                 }
