@@ -3,12 +3,12 @@
 // fine-tune and sample, with parity against the official PyTorch code.
 //
 // Layering (bytes -> checkpoint IO -> conversion -> model -> training/sampling -> checkpoint IO):
-//   C shims (COpenBLAS, CLibZip, CJSONC, CLibPNG, CJPEG, COpenSSL for SHA-256), each imported by exactly
-//   one Swift module
+//   C shims (COpenBLAS, CLibZip, CZlib for CRC-32, CJSONC, CLibPNG, CJPEG, COpenSSL for SHA-256), each
+//   imported by exactly one Swift module
 //   PPTensor       dtypes, half/bfloat conversions, byte storages (mmap), tensor views, errors
 //   PPJSON         json-c wrapper: JSON values, strict parsing (duplicate keys), deterministic output
 //   PPSafetensors  safetensors reader/writer, sharded sets
-//   PPTorchFormat  zip archives (libzip), restricted unpickler, torch.save reader and writer
+//   PPTorchFormat  zip archives (libzip, zlib's CRC-32), restricted unpickler, torch.save reader and writer
 //   PPCheckpoint   format detection, archives, diffusers mapping, native PPFlow checkpoints,
 //                  Hugging Face cache ids
 //   PPImage        JPEG/PNG decoding as Pillow does, Pillow's resampling, ADM's center crop, ImageFolder
@@ -46,6 +46,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CLibZip", pkgConfig: "libzip", providers: [.apt(["libzip-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         .systemLibrary(name: "CLibPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
@@ -54,7 +55,7 @@ let package = Package(
         .target(name: "PPTensor", dependencies: ["COpenSSL"]),
         .target(name: "PPJSON", dependencies: ["CJSONC", "PPTensor"]),
         .target(name: "PPSafetensors", dependencies: ["PPTensor", "PPJSON"]),
-        .target(name: "PPTorchFormat", dependencies: ["PPTensor", "CLibZip"]),
+        .target(name: "PPTorchFormat", dependencies: ["PPTensor", "CLibZip", "CZlib"]),
         .target(name: "PPCheckpoint", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
         .target(name: "PPImage", dependencies: ["PPTensor", "CLibPNG", "CJPEG"]),

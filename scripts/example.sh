@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libopenblas-dev libzip-dev libjson-c-dev libpng-dev libjpeg62-turbo-dev libssl-dev pkg-config; do
+for pkg in libopenblas-dev libzip-dev zlib1g-dev libjson-c-dev libpng-dev libjpeg62-turbo-dev libssl-dev pkg-config; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

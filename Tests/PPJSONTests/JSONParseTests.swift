@@ -67,7 +67,9 @@ final class JSONParseTests: XCTestCase {
 
         assertRefused("1e400", "out of range")
         assertRefused("[-1e400]", "out of range")
-        assertRefused("01", "leading zero")
+        assertRefused("[-01]", "leading zero")
+        assertRefused("[01]", "not valid JSON")  // json-c refuses these two itself
+        assertRefused("01", "not valid JSON")
         assertRefused("[-]", "not valid JSON")
         assertRefused("[1.]", "not valid JSON")
         assertRefused("[.5]", "not valid JSON")
@@ -77,6 +79,29 @@ final class JSONParseTests: XCTestCase {
         assertRefused("[NaN]", "not valid JSON")
         assertRefused("[Infinity]", "not valid JSON")
         assertRefused("[-Infinity]", "not valid JSON")
+        // json-c's strict mode accepts these; the token scan does not.
+        assertRefused("[00]", "leading zero")
+        assertRefused("[-.5]", "not valid JSON")
+        assertRefused("[1.e5]", "decimal point must be followed by digits")
+        assertRefused(#"{"a":NaN}"#, "NaN is not a JSON value at byte 5")
+        assertRefused("Infinity", "Infinity is not a JSON value")
+    }
+
+    /// What the parser gave before json-c did all the parsing: integers within Int64 exact, the rest the
+    /// nearest double; the serialized text reads back to the same value.
+    func testNumbersReadAsBefore() throws {
+        let cases: [(String, JSONValue)] = [
+            ("0.1", .double(0.1)), ("1e300", .double(1e300)), ("-0", .int(0)), ("9007199254740993", .int(9_007_199_254_740_993)),
+            ("9007199254740993.0", .double(9_007_199_254_740_992)), ("1e-400", .double(0)), ("-1E+2", .double(-100)),
+            ("5e-324", .double(.leastNonzeroMagnitude)), ("123456789012345678901234567890", .double(1.2345678901234568e29)),
+        ]
+        for (text, expected) in cases {
+            let value = try JSON.parse("[\(text)]", origin: "n")
+            XCTAssertEqual(value, .array([expected]), text)
+            XCTAssertEqual(try JSON.parse(JSON.serialize(value), origin: "n2"), value, text)
+        }
+        XCTAssertEqual(try JSON.parse("1e300", origin: "n"), .double(1e300))
+        XCTAssertEqual(try JSON.parse(#"{"a":[1,{"b":2.5}],"c":-3}"#, origin: "n"), ["a": [1, ["b": 2.5]], "c": -3])
     }
 
     func testStringsAndEscapes() {
@@ -100,6 +125,12 @@ final class JSONParseTests: XCTestCase {
         assertRefused("{'a':1}", "not valid JSON")
         assertRefused("[\"abc", "not valid JSON")
         assertRefused(#"{"a\u0000b":1}"#, "U+0000")
+        assertRefused(#"["\ud800x"]"#, "unpaired surrogate escape at byte 2")
+        assertRefused(#"["\ud800"#, "not valid JSON")
+        // json-c accepts single-quoted keys in strict mode.
+        assertRefused(#"{"a":{'b':1}}"#, "single-quoted strings are not JSON at byte 6")
+        XCTAssertEqual(parsed(#"["\\u0000", "\\ud800"]"#), .array([.string("\\u0000"), .string("\\ud800")]))
+        XCTAssertEqual(parsed(#"{"\\u0000":"\u0000"}"#)?["\\u0000"], .string("\u{0}"))
     }
 
     func testInvalidUTF8Refused() {
@@ -132,7 +163,7 @@ final class JSONParseTests: XCTestCase {
         assertRefused(#"{"a":1} x"#, "not valid JSON")
         assertRefused("[1][2]", "not valid JSON")
         assertRefused("1 2", "not valid JSON")
-        // json-c stops at a NUL byte; the strict pass does not.
+        // json-c stops at a NUL byte and calls the value complete; the parse end says otherwise.
         assertRefused([0x5B, 0x31, 0x5D, 0x00, 0x78], "after the JSON value")
         assertRefused([0x5B, 0x31, 0x5D, 0x00], "after the JSON value")
         XCTAssertEqual(parsed("[1]  \n\t\r "), .array([.int(1)]))
@@ -145,8 +176,14 @@ final class JSONParseTests: XCTestCase {
         assertRefused(#"[[[{"w.1":{"q":0,"q":0}}]]]"#, #"at $[0][0][0]["w.1"]"#, entry: "q")
         // Escapes are decoded before comparing.
         assertRefused(#"{"a":1,"\u0061":2}"#, "duplicate key", entry: "a")
+        // json-c drops the first value with its nested objects; the first object with a repeated key is named.
+        assertRefused(#"{"a":{"x":1,"x":2},"a":3}"#, "duplicate key \"a\" in the object at $", entry: "a")
+        assertRefused(#"{"a":{"b":[1]},"a":{"b":[2]},"c":{"d":1,"d":2}}"#, "duplicate key \"a\"", entry: "a")
+        assertRefused(#"[{"p":[1,{"q":2}]},{"r":{"s":1,"t":2,"s":3}}]"#, "duplicate key \"s\" in the object at $[1].r", entry: "s")
+        assertRefused(#"{"x y":{"k":1,"k\u0000":2}}"#, "U+0000")
         // The same key in sibling objects is fine; so are keys that differ only in normalization.
         XCTAssertNotNil(parsed(#"[{"a":1},{"a":2}]"#))
+        XCTAssertEqual(parsed(#"{"a":1,"b":{"a":2}}"#), ["a": 1, "b": ["a": 2]])
         let v = parsed("{\"\u{e9}\":1,\"e\u{301}\":2}")
         XCTAssertEqual(v?.objectValue?.count, 2)
     }

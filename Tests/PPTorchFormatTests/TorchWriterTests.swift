@@ -94,9 +94,34 @@ final class TorchWriterTests: XCTestCase {
         XCTAssertEqual(back.floats(), [0, 3, 1, 4, 2, 5])
     }
 
-    func testCRC32KnownValue() {
+    func testCRC32KnownValues() {
         XCTAssertEqual(CRC32.checksum(Array("123456789".utf8)), 0xCBF4_3926)  // the standard check value
         XCTAssertEqual(CRC32.checksum([]), 0)
+        XCTAssertEqual(CRC32.checksum(Array("The quick brown fox jumps over the lazy dog".utf8)), 0x414F_A339)
+        XCTAssertEqual(CRC32.checksum([0]), 0xD202_EF8D)
+    }
+
+    /// Pieces of any size, empty ones included, give the one-shot value, which is the bitwise definition's.
+    func testCRC32IncrementalEqualsOneShot() {
+        let bytes = (0..<100_003).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 13) }
+        var reference: UInt32 = 0xFFFF_FFFF
+        for b in bytes {
+            reference ^= UInt32(b)
+            for _ in 0..<8 { reference = reference & 1 != 0 ? 0xEDB8_8320 ^ (reference >> 1) : reference >> 1 }
+        }
+        reference ^= 0xFFFF_FFFF
+        XCTAssertEqual(CRC32.checksum(bytes), reference)
+        for pieceSize in [1, 7, 4096, 65_537] {
+            var crc = CRC32()
+            var at = 0
+            while at < bytes.count {
+                let end = min(at + pieceSize, bytes.count)
+                bytes[at..<end].withUnsafeBytes { crc.update($0) }
+                crc.update(UnsafeRawBufferPointer(start: nil, count: 0))
+                at = end
+            }
+            XCTAssertEqual(crc.value, reference, "pieces of \(pieceSize)")
+        }
     }
 
     func testZip64HeadersAtUnitLevel() throws {
