@@ -3,6 +3,10 @@ import PPJSON
 import PPModel
 import PPTensor
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Runs a source DiT/SiT and a PPFlow model derived from it on the same deterministic inputs and
 /// reports, per level, how far the PPFlow prediction is from the source's. The finest level must
 /// reproduce the source (relative error <= 1e-5); coarser levels are a warm start, so their
@@ -133,5 +137,34 @@ public struct Verification {
             let baseline = r.repeatRelativeError.map { " (repeat rule: \($0), ratio \((r.relativeError / max($0, 1e-30) * 1000).rounded() / 1000))" } ?? ""
             return "level \(r.level) \(r.layout.padding(11)) t~\(r.t): relative error \(r.relativeError)\(baseline), max |diff| \(r.maxAbsError)  \(verdict)"
         }
+    }
+}
+
+extension Verification {
+    /// `target` with every tensor that is byte-identical to the same-named tensor of `source` replaced by
+    /// the source's view. A converted model stores its own copy of the tensors it shares with its source;
+    /// checking it against the source would otherwise keep both files resident (twice the checkpoint).
+    /// Compared in 64 MiB pieces, the target's pages dropped behind the comparison.
+    public static func sharingSource(_ target: TensorDict, source: TensorDict) -> (tensors: TensorDict, sharedBytes: Int) {
+        var out = TensorDict()
+        var shared = 0
+        for (name, tensor) in target.items {
+            guard let original = source[name], original.dtype == tensor.dtype, original.shape == tensor.shape,
+                  let a = tensor.contiguousBytes, let b = original.contiguousBytes, let range = tensor.contiguousByteRange else {
+                out[name] = tensor
+                continue
+            }
+            let piece = 64 << 20
+            var same = true, offset = 0
+            while same && offset < a.count {
+                let n = min(piece, a.count - offset)
+                same = memcmp(a.baseAddress! + offset, b.baseAddress! + offset, n) == 0
+                tensor.storage.dropPages(range.lowerBound + offset ..< range.lowerBound + offset + n)
+                offset += n
+            }
+            out[name] = same ? original : tensor
+            if same { shared += a.count }
+        }
+        return (out, shared)
     }
 }

@@ -277,7 +277,12 @@ extension PPConvertCommand {
                 defer { if let folder = dataFile?.temporary { FileOutput.removeTree(folder) } }
                 let dataPath = dataFile?.path
                 let latents = try dataPath.map { try VerificationData.load($0, channels: sourceConfig.inChannels, size: sourceConfig.inputSize) }
-                let verification = Verification(source: try ModelWeights(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig)), ppflow: try ModelWeights(config: targetConfig, tensors: target.tensors),
+                // The tensors the model shares with its source are read once (from the source's mapping).
+                let sourceTensors = try ModelLoader.completeTensors(source, config: sourceConfig)
+                let targetTensors = Verification.sharingSource(target.tensors, source: sourceTensors).tensors
+                let verification = Verification(
+                    source: try ModelWeights(config: sourceConfig, tensors: sourceTensors),
+                    ppflow: try ModelWeights(config: targetConfig, tensors: targetTensors),
                     batch: batch, seed: seed, data: latents,
                     pool: try dataPath.flatMap { try CalibratedInitializer.heldOutSamples(recordedIn: target, dataPath: $0, count: latents?.count ?? 0) },
                     repeatRule: target.nativeConfig?["provenance"]?["initializer"]?["name"]?.stringValue == "calibrated"
