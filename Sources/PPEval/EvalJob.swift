@@ -1,6 +1,7 @@
 import Foundation
 import PPCheckpoint
 import PPModel
+import PPModelIO
 import PPSafetensors
 import PPSample
 import PPTensor

@@ -4,6 +4,7 @@ import PPJSON
 import PPKernels
 import PPLatents
 import PPModel
+import PPModelIO
 import PPTensor
 import PPVAE
 

@@ -9,6 +9,7 @@ import PPLatents
 import PPConvert
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 
 struct PPConvertCommand: ParsableCommand {

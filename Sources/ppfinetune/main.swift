@@ -4,6 +4,7 @@ import PPCLI
 import PPJSON
 import PPKernels
 import PPModel
+import PPModelIO
 import PPTensor
 import PPTrain
 

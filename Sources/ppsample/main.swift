@@ -5,6 +5,7 @@ import PPJSON
 import PPKernels
 import PPLatents
 import PPModel
+import PPModelIO
 import PPSafetensors
 import PPSample
 import PPTensor

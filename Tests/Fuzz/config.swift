@@ -4,6 +4,7 @@
 @testable import PPCheckpoint
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 
 /// A folder with config.json (the input) and model.safetensors (a real 2-level PPFlow fixture).

@@ -1,4 +1,5 @@
 import Foundation
+import PPModelIO
 import XCTest
 import PPJSON
 import PPModel

@@ -1,8 +1,10 @@
 import PPCheckpoint
 import PPJSON
+import PPModel
 import PPTensor
 
-/// A runnable model from any checkpoint the readers accept.
+/// A runnable model from any checkpoint the readers accept: checkpoint IO (`PPCheckpoint`) meets the model
+/// (`PPModel`) here, so that the model module only computes.
 public struct LoadedModel {
     public var checkpoint: LoadedCheckpoint
     public var config: ModelConfig
