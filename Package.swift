@@ -21,7 +21,7 @@
 //   PPVAE          the Stable Diffusion VAE (diffusers AutoencoderKL): loading (diffusers, ldm), encode, decode
 //   PPLatents      image folders to latent caches (VAE encode, resumable shards), latents to pictures,
 //                  ImageNet class names
-//   PPTrain        loss, AdamW, EMA, data, recipes, trainer
+//   PPTrain        loss, AdamW, EMA, data, recipes, trainer, run folders (layout, training state, export)
 //   PPEval         sample quality: digits classifier (trained by PPTrain's AdamW), exact Fréchet distance, eval
 //   PPCLI          what the executables share: error exits, progress, JSON output
 //   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
@@ -80,7 +80,7 @@ let package = Package(
 
         .executableTarget(name: "ppconvert", dependencies: [
             "PPCLI",
-            "PPConvert", "PPLatents", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
+            "PPConvert", "PPLatents", "PPTrain", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppsample", dependencies: [

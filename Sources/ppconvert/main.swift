@@ -11,6 +11,7 @@ import PPJSON
 import PPModel
 import PPModelIO
 import PPTensor
+import PPTrain
 
 struct PPConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

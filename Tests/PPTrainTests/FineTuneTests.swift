@@ -1,8 +1,8 @@
 import Foundation
-import PPModelIO
 import XCTest
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 import PPTrain
 import PPConvert
