@@ -23,6 +23,7 @@
 //                  ImageNet class names
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer, run folders (layout, training state, export)
 //   PPEval         sample quality: digits classifier (trained by PPTrain's AdamW), exact Fréchet distance, eval
+//   PPBench        the benchmarks behind the bench-* commands (forward, training step, sampling, VAE, checkpoint IO)
 //   PPCLI          what the executables share: error exits, progress, JSON output
 //   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
 //   ppconvert / ppsample / ppfinetune   thin command-line front ends
@@ -67,10 +68,12 @@ let package = Package(
         .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPModelIO"],
                 resources: [.embedInCode("ppflow-from-dit.json")]),
         .target(name: "PPVAE", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
-        .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPImage"]),
+        .target(name: "PPSample", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPImage"]),
         .target(name: "PPLatents", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPImage", "PPVAE", "PPSample"]),
         .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPConvert", "PPLatents", "PPVAE"]),
         .target(name: "PPEval", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSample", "PPTrain"]),
+        // The bench-* subcommands' measurements; timing code stays out of the library modules and PPFlowKit.
+        .target(name: "PPBench", dependencies: ["PPTensor", "PPJSON", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPSample", "PPVAE", "PPTrain"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
         .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
         .target(name: "PPFlowKit", dependencies: [
@@ -79,17 +82,17 @@ let package = Package(
         ]),
 
         .executableTarget(name: "ppconvert", dependencies: [
-            "PPCLI",
+            "PPCLI", "PPBench",
             "PPConvert", "PPLatents", "PPTrain", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppsample", dependencies: [
-            "PPCLI",
+            "PPCLI", "PPBench",
             "PPSample", "PPVAE", "PPLatents", "PPEval", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
-            "PPCLI",
+            "PPCLI", "PPBench",
             "PPTrain", "PPLatents", "PPVAE", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -109,6 +112,7 @@ let package = Package(
         .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPLatentsTests", dependencies: ["PPTestSupport", "PPLatents", "PPImage", "PPVAE", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPJSON"]),
         .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPModelIO", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPBenchTests", dependencies: ["PPTestSupport", "PPBench", "PPModel"]),
         .testTarget(name: "PPEvalTests", dependencies: ["PPTestSupport", "PPEval", "PPKernels", "PPSample", "PPModel", "PPTensor", "PPJSON", "PPSafetensors"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint

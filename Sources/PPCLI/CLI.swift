@@ -12,7 +12,7 @@ public enum CLI {
     public static func run(_ tool: String, _ body: () throws -> Int32) -> Never {
         func finish(_ code: Int32) -> Never {
             fflush(stdout)
-            PeakMemory.reportIfAsked()      // benchmarks of whole commands (see IOBenchmark)
+            PeakMemory.reportIfAsked()      // benchmarks of whole commands (PPBench's IOBenchmark)
             exit(code)
         }
         // Result lines reach a file or a pipe as they are printed, in order with the progress on stderr.

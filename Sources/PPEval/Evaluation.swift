@@ -21,7 +21,7 @@ public struct SampleCost: Sendable {
     /// Network evaluations per image (a guided level counts its unconditional pass).
     public var evaluationsPerImage: Double
     /// Multiply-add FLOPs (2 per multiply-add) per image over the whole ODE run, each evaluation at the
-    /// level its t selects (`ForwardBenchmark.forwardFLOPs`).
+    /// level its t selects (`ModelConfig.forwardFLOPs`).
     public var flopsPerImage: Double
     public var secondsPerImage: Double
 }
@@ -119,8 +119,7 @@ final class CostMeter: VelocityField {
         let v = try inner.velocity(x: x, t: t, labels: labels, batch: batch)
         var level = config.levels - 1
         for (i, threshold) in config.thresholds.enumerated() where Double(t) <= threshold { level = i; break }
-        flops += Double(inner.count.evaluations - before)
-            * ForwardBenchmark.forwardFLOPs(config: config, batch: 1, level: level, latentSide: config.inputSize)
+        flops += Double(inner.count.evaluations - before) * config.forwardFLOPs(level: level)
         return v
     }
 }

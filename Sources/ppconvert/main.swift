@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import PPBench
 import PPCheckpoint
 import PPCLI
 import PPKernels

@@ -1,4 +1,5 @@
 import ArgumentParser
+import PPBench
 import PPCheckpoint
 import PPCLI
 import PPJSON

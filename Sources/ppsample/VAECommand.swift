@@ -1,4 +1,5 @@
 import ArgumentParser
+import PPBench
 import PPCLI
 import PPJSON
 import PPKernels

@@ -5,6 +5,7 @@ import Dispatch
 import PPKernels
 import PPModel
 import PPTensor
+import PPTrain
 
 /// What `TrainBenchmark.run` measured.
 public struct TrainBenchmarkReport: Sendable, CustomStringConvertible {

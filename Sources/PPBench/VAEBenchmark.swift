@@ -1,5 +1,6 @@
 import PPKernels
 import PPTensor
+import PPVAE
 
 #if canImport(Glibc)
 import Glibc
