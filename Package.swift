@@ -24,7 +24,7 @@
 //   PPTrain        loss, AdamW, EMA, data, recipes, trainer, run folders (layout, training state, export)
 //   PPEval         sample quality: digits classifier (trained by PPTrain's AdamW), exact Fréchet distance, eval
 //   PPBench        the benchmarks behind the bench-* commands (forward, training step, sampling, VAE, checkpoint IO)
-//   PPCLI          what the executables share: error exits, progress, JSON output
+//   PPCLI          what the executables share: error exits, progress, JSON output, a command's threads
 //   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
 //   ppconvert / ppsample / ppfinetune   thin command-line front ends
 import PackageDescription
@@ -74,8 +74,9 @@ let package = Package(
         .target(name: "PPEval", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSample", "PPTrain"]),
         // The bench-* subcommands' measurements; timing code stays out of the library modules and PPFlowKit.
         .target(name: "PPBench", dependencies: ["PPTensor", "PPJSON", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPSample", "PPVAE", "PPTrain"]),
-        // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
-        .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
+        // Shared by the three executables: error reporting with exit codes, progress lines, JSON output, and the
+        // scope a command runs in (its thread count, the flush to disk).
+        .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON", "PPKernels"]),
         .target(name: "PPFlowKit", dependencies: [
             "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
             "PPKernels", "PPModel", "PPModelIO", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
@@ -105,7 +106,7 @@ let package = Package(
         .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTestSupport", "PPTorchFormat", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPCheckpointTests", dependencies: ["PPTestSupport", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
         .testTarget(name: "PPImageTests", dependencies: ["PPTestSupport", "PPImage", "PPTensor", "PPSafetensors"]),
-        .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels"]),
+        .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels", "COpenBLAS"]),
         .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPImage", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),

@@ -31,9 +31,10 @@ public enum ForwardBenchmark {
 
     /// Measures cblas_sgemm on a square product and one model forward (random weights), best of `repeats`.
     public static func run(threads: Int, sgemmSize: Int = 2048, config: ModelConfig = sitB2, batch: Int = 8, repeats: Int = 3) -> ForwardBenchmarkReport {
-        let previousThreads = Parallel.threads
-        Parallel.setThreads(threads)
-        defer { Parallel.setThreads(previousThreads) }
+        Parallel.withThreads(threads) { measure(threads: threads, sgemmSize: sgemmSize, config: config, batch: batch, repeats: repeats) }
+    }
+
+    private static func measure(threads: Int, sgemmSize: Int, config: ModelConfig, batch: Int, repeats: Int) -> ForwardBenchmarkReport {
         var random = UInt64(12345)
         func next() -> Float {
             random = random &* 6364136223846793005 &+ 1442695040888963407

@@ -78,9 +78,13 @@ public enum SampleBenchmark {
         if let unknown = models.first(where: { $0 != "S/2" && $0 != "B/2" }) {
             throw PPError(.usage, "no benchmark model \(unknown): the models are S/2 and B/2")
         }
-        let previousThreads = Parallel.threads
-        Parallel.setThreads(threads)
-        defer { Parallel.setThreads(previousThreads) }
+        return try Parallel.withThreads(threads) {
+            try measure(threads: threads, steps: steps, batch: batch, repeats: repeats, models: models, log: log)
+        }
+    }
+
+    private static func measure(threads: Int, steps: Int, batch: Int, repeats: Int, models: [String],
+                                log: ((String) -> Void)?) throws -> Report {
         let start = try SampleStart.seeded(7, batch: batch, channels: 4, side: 32, labels: nil, numClasses: 1000)
         var rows: [Row] = []
         for name in models {

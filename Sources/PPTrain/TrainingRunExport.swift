@@ -11,10 +11,11 @@ public enum TrainingRunExport {
         RunFolder.exists("\(path)/recipe.json") && RunFolder.latestCheckpoint(path) != nil
     }
 
+    /// `verifyHashes`: check the checkpoint's weights against the sha256 in its config.json.
     @discardableResult
-    public static func write(run: String, to output: String) throws -> (checkpoint: String, step: Int) {
+    public static func write(run: String, to output: String, verifyHashes: Bool = true) throws -> (checkpoint: String, step: Int) {
         guard let latest = RunFolder.latestCheckpoint(run) else { throw PPError(.missingInput, file: run, "no checkpoint in this run folder") }
-        let loaded = try ModelLoader.load(latest.path)
+        let loaded = try ModelLoader.load(latest.path, verifyHashes: verifyHashes)
         let layout = loaded.parameters.layout
         let state = try TrainState.read(RunFolder.statePath(latest.path), layout: layout)
         let recipe = try JSON.parse(file: "\(run)/recipe.json")

@@ -9,8 +9,8 @@ import PPTensor
 /// Forward passes against the official PyTorch outputs (Tests/Fixtures, written by gen_fixtures.py).
 final class ForwardParityTests: XCTestCase {
     let tolerance = 1e-5
-    override func setUp() { Parallel.setThreads(2) }
-    override func tearDown() { Parallel.setThreads(1) }
+    // Two threads for every test here (the parallel paths of the kernels).
+    override func invokeTest() { Parallel.withThreads(2) { super.invokeTest() } }
 
     func loadModel(_ file: String, heads: Int = 4) throws -> Model {
         let tensors = try Fixtures.tensors(file)
