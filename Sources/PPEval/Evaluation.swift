@@ -117,9 +117,8 @@ final class CostMeter: VelocityField {
     func velocity(x: [Float], t: Float, labels: [Int32], batch: Int) throws -> [Float] {
         let before = inner.count.evaluations
         let v = try inner.velocity(x: x, t: t, labels: labels, batch: batch)
-        var level = config.levels - 1
-        for (i, threshold) in config.thresholds.enumerated() where Double(t) <= threshold { level = i; break }
-        flops += Double(inner.count.evaluations - before) * config.forwardFLOPs(level: level)
+        // The level the sampler ran for this t (the one rule, compared in float32).
+        flops += Double(inner.count.evaluations - before) * config.forwardFLOPs(level: config.level(forTime: t))
         return v
     }
 }
