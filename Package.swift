@@ -14,15 +14,17 @@
 //   PPImage        JPEG/PNG decoding as Pillow does, Pillow's resampling, ADM's center crop, ImageFolder
 //                  listings, PNG output (libjpeg-turbo, libpng)
 //   PPKernels      float32 kernels (BLAS, attention, norms, activations) with reference twins
-//   PPModel        configs, parameter layout, DiT/SiT/PPFlow forward (and backward)
+//   PPModel        configs, parameter layout, DiT/SiT/PPFlow forward (and backward); computes, reads no files
+//   PPModelIO      a checkpoint loaded into a model (ModelLoader: configuration, completed tensors)
 //   PPConvert      from-dit: key rules, pyramid initializers, verification
 //   PPSample       ODE samplers, guidance, PNG output
 //   PPVAE          the Stable Diffusion VAE (diffusers AutoencoderKL): loading (diffusers, ldm), encode, decode
 //   PPLatents      image folders to latent caches (VAE encode, resumable shards), latents to pictures,
 //                  ImageNet class names
-//   PPTrain        loss, AdamW, EMA, data, recipes, trainer
+//   PPTrain        loss, AdamW, EMA, data, recipes, trainer, run folders (layout, training state, export)
 //   PPEval         sample quality: digits classifier (trained by PPTrain's AdamW), exact Fréchet distance, eval
-//   PPCLI          what the executables share: error exits, progress, JSON output
+//   PPBench        the benchmarks behind the bench-* commands (forward, training step, sampling, VAE, checkpoint IO)
+//   PPCLI          what the executables share: error exits, progress, JSON output, a command's threads
 //   PPFlowKit      the library product's umbrella: `import PPFlowKit` brings every library module
 //   ppconvert / ppsample / ppfinetune   thin command-line front ends
 import PackageDescription
@@ -37,7 +39,7 @@ let package = Package(
         .library(name: "PPFlowKit", targets: [
             "PPFlowKit",
             "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
-            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
+            "PPKernels", "PPModel", "PPModelIO", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
         ]),
     ],
     dependencies: [
@@ -59,36 +61,41 @@ let package = Package(
         .target(name: "PPCheckpoint", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
         .target(name: "PPImage", dependencies: ["PPTensor", "CLibPNG", "CJPEG"]),
-        .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels", "PPCheckpoint", "PPJSON"]),
+        .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels"]),
+        // Checkpoint IO meets the model here, so that PPModel computes and PPCheckpoint knows no model.
+        .target(name: "PPModelIO", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel"]),
         // The key-mapping table travels inside the binary: Sources/PPConvert/ppflow-from-dit.json is a link to
         // converters/ppflow-from-dit.json (the source of truth), embedded at build time.
-        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel"],
+        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPModelIO"],
                 resources: [.embedInCode("ppflow-from-dit.json")]),
         .target(name: "PPVAE", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
-        .target(name: "PPSample", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPImage"]),
+        .target(name: "PPSample", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPImage"]),
         .target(name: "PPLatents", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPImage", "PPVAE", "PPSample"]),
-        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPKernels", "PPConvert", "PPLatents", "PPVAE"]),
-        .target(name: "PPEval", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPKernels", "PPSample", "PPTrain"]),
-        // Shared by the three executables: error reporting with exit codes, progress lines, JSON output.
-        .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON"]),
+        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPConvert", "PPLatents", "PPVAE"]),
+        .target(name: "PPEval", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSample", "PPTrain"]),
+        // The bench-* subcommands' measurements; timing code stays out of the library modules and PPFlowKit.
+        .target(name: "PPBench", dependencies: ["PPTensor", "PPJSON", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPSample", "PPVAE", "PPTrain"]),
+        // Shared by the three executables: error reporting with exit codes, progress lines, JSON output, and the
+        // scope a command runs in (its thread count, the flush to disk).
+        .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON", "PPKernels"]),
         .target(name: "PPFlowKit", dependencies: [
             "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
-            "PPKernels", "PPModel", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
+            "PPKernels", "PPModel", "PPModelIO", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
         ]),
 
         .executableTarget(name: "ppconvert", dependencies: [
-            "PPCLI",
-            "PPConvert", "PPLatents", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
+            "PPCLI", "PPBench",
+            "PPConvert", "PPLatents", "PPTrain", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppsample", dependencies: [
-            "PPCLI",
-            "PPSample", "PPVAE", "PPLatents", "PPEval", "PPCheckpoint", "PPModel", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
+            "PPCLI", "PPBench",
+            "PPSample", "PPVAE", "PPLatents", "PPEval", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
-            "PPCLI",
-            "PPTrain", "PPLatents", "PPVAE", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON",
+            "PPCLI", "PPBench",
+            "PPTrain", "PPLatents", "PPVAE", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -100,13 +107,14 @@ let package = Package(
         .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTestSupport", "PPTorchFormat", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPCheckpointTests", dependencies: ["PPTestSupport", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
         .testTarget(name: "PPImageTests", dependencies: ["PPTestSupport", "PPImage", "PPTensor", "PPSafetensors"]),
-        .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels"]),
+        .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels", "COpenBLAS"]),
         .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPKernels", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPImage", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPLatentsTests", dependencies: ["PPTestSupport", "PPLatents", "PPImage", "PPVAE", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPJSON"]),
-        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPModelIO", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPBenchTests", dependencies: ["PPTestSupport", "PPBench", "PPModel"]),
         .testTarget(name: "PPEvalTests", dependencies: ["PPTestSupport", "PPEval", "PPKernels", "PPSample", "PPModel", "PPTensor", "PPJSON", "PPSafetensors"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint

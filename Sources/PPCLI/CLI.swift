@@ -1,4 +1,5 @@
 import PPJSON
+import PPKernels
 import PPTensor
 
 #if canImport(Glibc)
@@ -9,10 +10,13 @@ import Glibc
 /// is live on a terminal and plain lines otherwise, and JSON output.
 public enum CLI {
     /// Runs `body`; a PPError becomes one line on stderr (`tool: file: entry: problem`) and its exit code.
-    public static func run(_ tool: String, _ body: () throws -> Int32) -> Never {
+    /// `threads`: the command's `--threads` (nil: all cores), the thread count of everything `body` runs.
+    /// With `PPFLOW_FSYNC=1` in the environment every output is flushed to the disk before it is renamed
+    /// into place (`FileOutput.flushToDisk`); the variable is read here, once.
+    public static func run(_ tool: String, threads: Int? = nil, _ body: () throws -> Int32) -> Never {
         func finish(_ code: Int32) -> Never {
             fflush(stdout)
-            PeakMemory.reportIfAsked()      // benchmarks of whole commands (see IOBenchmark)
+            PeakMemory.reportIfAsked()      // benchmarks of whole commands (PPBench's IOBenchmark)
             exit(code)
         }
         // Result lines reach a file or a pipe as they are printed, in order with the progress on stderr.
@@ -23,8 +27,9 @@ public enum CLI {
             print("\(tool): arguments parsed (PPFLOW_PARSE_ONLY=1)")
             finish(0)
         }
+        let flush = getenv("PPFLOW_FSYNC").map { String(cString: $0) != "0" } ?? false
         do {
-            finish(try body())
+            finish(try FileOutput.$flushToDisk.withValue(flush) { try Parallel.withThreads(threads, body) })
         } catch let error as PPError {
             fflush(stdout)
             printError("\(tool): \(error.description)")

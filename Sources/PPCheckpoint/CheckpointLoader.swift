@@ -22,25 +22,28 @@ public enum CheckpointLoader {
     /// `requireObjective`: refuse a checkpoint whose objective is unknown (no metadata, no release name)
     /// before any weights are read (a native folder's hash check reads them all): the sampler and the
     /// trainer cannot use it, and an XL model takes seconds and gigabytes to load.
+    /// `verifyHashes`: check a native folder's weights against the sha256 its config.json records; off only
+    /// on the user's word (`--no-verify-hash`, for people who edit files by hand).
     public static func load(_ path: String, weights: WeightsChoice? = nil, requireObjective: Bool = false,
-                            environment: [String: String]? = nil) throws -> LoadedCheckpoint {
+                            verifyHashes: Bool = true, environment: [String: String]? = nil) throws -> LoadedCheckpoint {
         var st = stat()
         guard stat(path, &st) == 0 else {
             guard HubCache.parse(path) != nil else { throw PPError(.missingInput, file: path, "no such file or folder") }
             let resolved = try HubCache.resolve(path, environment: environment ?? HubCache.processEnvironment())
-            var loaded = try load(resolved, weights: weights, requireObjective: requireObjective, environment: environment)
+            var loaded = try load(resolved, weights: weights, requireObjective: requireObjective, verifyHashes: verifyHashes, environment: environment)
             loaded.notes.insert("\(path): the Hugging Face cache snapshot \(resolved)", at: 0)
             return loaded
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            var loaded = try loadTree(DirectoryTree(path: path), weights: weights, requireObjective: requireObjective)
+            var loaded = try loadTree(DirectoryTree(path: path), weights: weights, requireObjective: requireObjective, verifyHashes: verifyHashes)
             loaded.containers.insert("folder", at: 0)
             loaded.path = path
             if requireObjective { try loaded.requireKnownObjective() }
             return loaded
         }
         let storage = try ByteStorage(mappingFile: path)
-        var loaded = try loadFile(storage, name: FileOutput.baseName(of: path), origin: path, weights: weights, requireObjective: requireObjective)
+        var loaded = try loadFile(storage, name: FileOutput.baseName(of: path), origin: path, weights: weights, requireObjective: requireObjective,
+                                  verifyHashes: verifyHashes)
         // A config.json beside a single weights file supplies what the weights cannot say.
         if loaded.sidecarConfig == nil, !loaded.containers.contains("zip archive") {
             let beside = FileOutput.directory(of: path) + "/config.json"
@@ -83,7 +86,8 @@ public enum CheckpointLoader {
     }
 
     /// One file's bytes, by content.
-    static func loadFile(_ storage: ByteStorage, name: String, origin: String, weights: WeightsChoice?, requireObjective: Bool = false) throws -> LoadedCheckpoint {
+    static func loadFile(_ storage: ByteStorage, name: String, origin: String, weights: WeightsChoice?, requireObjective: Bool = false,
+                         verifyHashes: Bool) throws -> LoadedCheckpoint {
         let bytes = storage.bytes
         if bytes.count == 0 { throw PPError.badInput(origin, "empty file") }
         if ZipArchive.looksLikeZip(bytes) {
@@ -91,7 +95,8 @@ public enum CheckpointLoader {
             if isTorchArchive(archive) {
                 return try loadTorch(storage, origin: origin, weights: weights)
             }
-            var loaded = try loadTree(ZipTree(archive: archive, origin: origin), weights: weights, requireObjective: requireObjective)
+            var loaded = try loadTree(ZipTree(archive: archive, origin: origin), weights: weights, requireObjective: requireObjective,
+                                      verifyHashes: verifyHashes)
             loaded.containers.insert("zip archive", at: 0)
             return loaded
         }
@@ -163,7 +168,7 @@ public enum CheckpointLoader {
 
     /// A folder or a zipped folder: native PPFlow, diffusers, sharded safetensors, or one weights file
     /// with an optional config.json.
-    static func loadTree(_ tree: FileTree, weights: WeightsChoice?, requireObjective: Bool = false) throws -> LoadedCheckpoint {
+    static func loadTree(_ tree: FileTree, weights: WeightsChoice?, requireObjective: Bool = false, verifyHashes: Bool) throws -> LoadedCheckpoint {
         let root = commonRoot(tree)
         func path(_ rel: String) -> String { root.isEmpty ? rel : "\(root)/\(rel)" }
         func json(_ rel: String) throws -> JSONValue? {
@@ -173,7 +178,7 @@ public enum CheckpointLoader {
 
         let topConfig = try json("config.json")
         if let format = topConfig?["format"]?.stringValue, format == NativeCheckpoint.formatName {
-            return try NativeCheckpoint.load(tree: tree, root: root, config: topConfig!, requireObjective: requireObjective)
+            return try NativeCheckpoint.load(tree: tree, root: root, config: topConfig!, verifyHash: verifyHashes, requireObjective: requireObjective)
         }
 
         // diffusers: the transformer's own config names its class.
@@ -181,10 +186,10 @@ public enum CheckpointLoader {
         let transformerConfig = transformerFolder.isEmpty ? topConfig : try json("transformer/config.json")
         if let className = transformerConfig?["_class_name"]?.stringValue, className.contains("Transformer2DModel") {
             return try loadDiffusers(tree, folder: path(transformerFolder), config: transformerConfig!,
-                                     scheduler: try json("scheduler/scheduler_config.json"))
+                                     scheduler: try json("scheduler/scheduler_config.json"), verifyHashes: verifyHashes)
         }
 
-        var loaded = try loadWeightsIn(tree, folder: root, weights: weights)
+        var loaded = try loadWeightsIn(tree, folder: root, weights: weights, verifyHashes: verifyHashes)
         if let topConfig { applySidecar(topConfig, origin: tree.displayPath(path("config.json")), to: &loaded) }
         return loaded
     }
@@ -199,7 +204,7 @@ public enum CheckpointLoader {
     }
 
     /// The weights inside one folder of a tree: a sharded index, one safetensors file, or one torch file.
-    static func loadWeightsIn(_ tree: FileTree, folder: String, weights: WeightsChoice?) throws -> LoadedCheckpoint {
+    static func loadWeightsIn(_ tree: FileTree, folder: String, weights: WeightsChoice?, verifyHashes: Bool) throws -> LoadedCheckpoint {
         let here = tree.files(in: folder)
         let indexes = here.filter { $0.hasSuffix(".safetensors.index.json") }
         if indexes.count == 1 {
@@ -218,13 +223,13 @@ public enum CheckpointLoader {
             throw PPError.badInput(tree.origin, "several weights files (\(candidates.joined(separator: ", "))); pass the one to use")
         }
         let file = candidates[0]
-        var loaded = try loadFile(tree.open(file), name: file, origin: tree.displayPath(file), weights: weights)
+        var loaded = try loadFile(tree.open(file), name: file, origin: tree.displayPath(file), weights: weights, verifyHashes: verifyHashes)
         loaded.weightsFile = file
         return loaded
     }
 
-    static func loadDiffusers(_ tree: FileTree, folder: String, config: JSONValue, scheduler: JSONValue?) throws -> LoadedCheckpoint {
-        let inner = try loadWeightsIn(tree, folder: folder, weights: nil)
+    static func loadDiffusers(_ tree: FileTree, folder: String, config: JSONValue, scheduler: JSONValue?, verifyHashes: Bool) throws -> LoadedCheckpoint {
+        let inner = try loadWeightsIn(tree, folder: folder, weights: nil, verifyHashes: verifyHashes)
         guard DiffusersDiT.matches(inner.tensors.names) else {
             throw PPError.badInput(tree.origin, entry: inner.weightsFile,
                 "config.json names a diffusers transformer but the weights are not a DiT (no pos_embed.proj / transformer_blocks keys)")

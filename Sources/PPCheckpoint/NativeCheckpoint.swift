@@ -74,7 +74,7 @@ public enum NativeCheckpoint {
     }
 
     /// Loads a native folder found by `CheckpointLoader` and checks the weights against the recorded hash.
-    static func load(tree: FileTree, root: String, config: JSONValue, verifyHash: Bool = CheckpointLoader.verifyNativeHashes,
+    static func load(tree: FileTree, root: String, config: JSONValue, verifyHash: Bool,
                      requireObjective: Bool = false) throws -> LoadedCheckpoint {
         if requireObjective, Objective(rawValue: config["objective"]?.stringValue ?? "") ?? .unknown == .unknown {
             throw PPError(.usage, file: tree.origin, entry: "config.json objective",
@@ -122,10 +122,4 @@ public enum NativeCheckpoint {
     public static func sha256(ofFile path: String) throws -> String {
         try SHA256.hashFile(path)
     }
-}
-
-extension CheckpointLoader {
-    /// Native folders are checked against their recorded sha256 unless this is turned off
-    /// (`--no-verify-hash`, for people who edit files by hand).
-    nonisolated(unsafe) public static var verifyNativeHashes = true
 }

@@ -2,6 +2,7 @@ import Dispatch
 import PPCheckpoint
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 
 /// `ppconvert convert`: the same model in another container (official PPF-XL-2.pt to native, native to

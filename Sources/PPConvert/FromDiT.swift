@@ -2,6 +2,7 @@ import PPCheckpoint
 import PPJSON
 import PPKernels
 import PPModel
+import PPModelIO
 import PPTensor
 
 /// Options of `ppconvert from-dit`.

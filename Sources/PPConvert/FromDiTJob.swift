@@ -1,6 +1,7 @@
 import PPCheckpoint
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 
 #if canImport(Glibc)
@@ -15,6 +16,8 @@ public struct FromDiTJob {
     public var sourcePath: String
     public var options: FromDiTOptions
     public var weights: WeightsChoice?
+    /// Check a native source's weights against the sha256 in its config.json.
+    public var verifyHashes = true
     public var output: String?
     public var format: OutputFormat = .native
     public var verify = true
@@ -58,7 +61,7 @@ public struct FromDiTJob {
 
     public func run() throws -> Outcome {
         try checkOutput()
-        let source = try preloaded?.checkpoint ?? CheckpointLoader.load(sourcePath, weights: weights)
+        let source = try preloaded?.checkpoint ?? CheckpointLoader.load(sourcePath, weights: weights, verifyHashes: verifyHashes)
         let sourceHash = try preloaded.map { $0.sha256 } ?? CheckpointLoader.fileSHA256(sourcePath)
         let result = try FromDiT.convert(source, options: options, sourceSHA256: sourceHash)
         for warning in result.warnings { log("warning: \(warning)") }

@@ -1,6 +1,7 @@
 import PPCheckpoint
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 
 #if canImport(Glibc)

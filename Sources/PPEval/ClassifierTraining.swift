@@ -87,17 +87,19 @@ public enum ClassifierTraining {
         return (Array(order[held...]).sorted(), Array(order[..<held]).sorted())
     }
 
-    /// Trains on the data's training split, on one thread (restored afterwards), and fills the metadata
-    /// with what a reader needs to trust the metric.
+    /// Trains on the data's training split, on one thread (so that the classifier comes out bit for bit
+    /// the same on every machine), and fills the metadata with what a reader needs to trust the metric.
     public static func train(data: LabeledLatents, dataSHA256: String, options: ClassifierTrainingOptions,
                              log: ((String) -> Void)? = nil) throws -> (DigitsClassifier, ClassifierTrainingReport) {
+        try Parallel.withThreads(1) { try trainOnOneThread(data: data, dataSHA256: dataSHA256, options: options, log: log) }
+    }
+
+    private static func trainOnOneThread(data: LabeledLatents, dataSHA256: String, options: ClassifierTrainingOptions,
+                                         log: ((String) -> Void)?) throws -> (DigitsClassifier, ClassifierTrainingReport) {
         let classes = (data.labels.max() ?? 0) + 1
         guard data.count >= 20, classes >= 2, data.labels.allSatisfy({ $0 >= 0 }) else {
             throw PPError(.badInput, "need at least 20 labelled rows with labels 0..<K, K >= 2")
         }
-        let threads = Parallel.threads
-        Parallel.setThreads(1)
-        defer { Parallel.setThreads(threads) }
         let begin = Date()
         var model = DigitsClassifier(inputShape: Array(data.shape.dropFirst()), hidden: options.hidden, classes: classes)
         model.initialize(seed: options.seed)

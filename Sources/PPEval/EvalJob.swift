@@ -1,6 +1,7 @@
 import Foundation
 import PPCheckpoint
 import PPModel
+import PPModelIO
 import PPSafetensors
 import PPSample
 import PPTensor
@@ -19,6 +20,8 @@ public struct EvalJob {
     public var objective: Objective?
     public var heads: Int?
     public var weights: WeightsChoice?
+    /// Check a native model's weights against the sha256 in its config.json.
+    public var verifyHashes = true
 
     public init(input: String, dataPath: String, classifierPath: String) {
         self.input = input; self.dataPath = dataPath; self.classifierPath = classifierPath
@@ -57,7 +60,7 @@ public struct EvalJob {
             return Report(kind: "samples", levels: nil, thresholds: nil, realCount: evaluator.realCount,
                           classifierMetadata: classifier.metadata, runs: [Run(seed: nil, scores: scores, cost: nil)])
         }
-        let loaded = try ModelLoader.load(input, weights: weights, heads: heads)
+        let loaded = try ModelLoader.load(input, weights: weights, heads: heads, verifyHashes: verifyHashes)
         var config = loaded.config
         try evaluator.check(model: config, path: input)
         if let thresholds { config = try ModelSampling.withThresholds(config, thresholds) }

@@ -21,7 +21,7 @@ public struct SampleCost: Sendable {
     /// Network evaluations per image (a guided level counts its unconditional pass).
     public var evaluationsPerImage: Double
     /// Multiply-add FLOPs (2 per multiply-add) per image over the whole ODE run, each evaluation at the
-    /// level its t selects (`ForwardBenchmark.forwardFLOPs`).
+    /// level its t selects (`ModelConfig.forwardFLOPs`).
     public var flopsPerImage: Double
     public var secondsPerImage: Double
 }
@@ -117,10 +117,8 @@ final class CostMeter: VelocityField {
     func velocity(x: [Float], t: Float, labels: [Int32], batch: Int) throws -> [Float] {
         let before = inner.count.evaluations
         let v = try inner.velocity(x: x, t: t, labels: labels, batch: batch)
-        var level = config.levels - 1
-        for (i, threshold) in config.thresholds.enumerated() where Double(t) <= threshold { level = i; break }
-        flops += Double(inner.count.evaluations - before)
-            * ForwardBenchmark.forwardFLOPs(config: config, batch: 1, level: level, latentSide: config.inputSize)
+        // The level the sampler ran for this t (the one rule, compared in float32).
+        flops += Double(inner.count.evaluations - before) * config.forwardFLOPs(level: config.level(forTime: t))
         return v
     }
 }

@@ -9,6 +9,7 @@
 @_exported import PPImage
 @_exported import PPKernels
 @_exported import PPModel
+@_exported import PPModelIO
 @_exported import PPConvert
 @_exported import PPSample
 @_exported import PPVAE

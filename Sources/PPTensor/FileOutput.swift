@@ -8,14 +8,13 @@ import Darwin
 /// under the final name: everything goes to a temporary name in the same folder, is flushed, and is
 /// renamed into place at the end.
 public enum FileOutput {
-    /// Also flush each file to the disk before renaming it (`PPFLOW_FSYNC=1`). The rename alone already
-    /// guarantees that a killed or failed run never leaves a partial file under the final name; the
-    /// flush adds durability across power loss at the cost of waiting for the disk (a 2.7 GB checkpoint
-    /// then takes the disk's write time instead of the page cache's).
-    nonisolated(unsafe) public static var flushToDisk: Bool = {
-        guard let value = getenv("PPFLOW_FSYNC") else { return false }
-        return String(cString: value) != "0"
-    }()
+    /// Also flush each file (and the folder it is renamed in) to the disk before renaming it. The rename
+    /// alone already guarantees that a killed or failed run never leaves a partial file under the final
+    /// name; the flush adds durability across power loss at the cost of waiting for the disk (a 2.7 GB
+    /// checkpoint then takes the disk's write time instead of the page cache's). Off unless the caller's
+    /// scope turns it on: `FileOutput.$flushToDisk.withValue(true) { ... }` (the command-line tools do so
+    /// under `PPFLOW_FSYNC=1`, read once in `CLI.run`).
+    @TaskLocal public static var flushToDisk = false
 
     /// A file being written under a temporary name; `commit()` renames it to `path`.
     public final class PendingFile {
@@ -55,7 +54,7 @@ public enum FileOutput {
         public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
         public func write(_ string: String) throws { try write(Array(string.utf8)) }
 
-        /// Flushes to disk and renames into place.
+        /// Flushes to disk (when `FileOutput.flushToDisk` is on in the caller's scope) and renames into place.
         public func commit() throws {
             guard !committed else { return }
             if FileOutput.flushToDisk, fsync(fd) != 0 { throw PPError(.io, file: path, "flush failed: \(String(cString: strerror(errno)))") }

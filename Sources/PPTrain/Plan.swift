@@ -12,8 +12,8 @@ public struct FineTunePlan {
     public var phases: [(name: String, steps: Int, tensors: [String], parameters: Int)]
     public var secondsPerStep: Double?
 
-    public static func make(recipe: Recipe, timedSteps: Int, log: @escaping (String) -> Void) throws -> FineTunePlan {
-        let run = try FineTuneRun(recipe: recipe, folder: FineTuneRun.validateOnlyFolder, resume: false, log: log)
+    public static func make(recipe: Recipe, timedSteps: Int, verifyHashes: Bool = true, log: @escaping (String) -> Void) throws -> FineTunePlan {
+        let run = try FineTuneRun(recipe: recipe, folder: FineTuneRun.validateOnlyFolder, resume: false, verifyHashes: verifyHashes, log: log)
         var remaining = recipe.steps
         let phases = zip(recipe.phases, run.phaseTensors).map { phase, names in
             let steps = min(remaining, phase.steps ?? remaining)

@@ -4,6 +4,7 @@ import PPJSON
 import PPKernels
 import PPLatents
 import PPModel
+import PPModelIO
 import PPTensor
 import PPVAE
 
@@ -52,8 +53,10 @@ public final class FineTuneRun {
     private var evaluator: Model?
 
     /// Loads the start model (converting a DiT/SiT if the recipe says so) and the data, checks that they
-    /// fit, or restores everything from the newest checkpoint of `resume`.
-    public init(recipe: Recipe, folder: String, resume: Bool, log: @escaping (String) -> Void = { print($0) }) throws {
+    /// fit, or restores everything from the newest checkpoint of `resume`. `verifyHashes`: check native
+    /// checkpoints (the start model, the one resumed from) against the sha256 in their config.json.
+    public init(recipe: Recipe, folder: String, resume: Bool, verifyHashes: Bool = true,
+                log: @escaping (String) -> Void = { print($0) }) throws {
         self.recipe = recipe
         self.folder = folder
         self.log = log
@@ -65,7 +68,7 @@ public final class FineTuneRun {
             guard let latest = RunFolder.latestCheckpoint(folder) else {
                 throw PPError(.missingInput, file: folder, "no checkpoint to resume from (checkpoints/step-* or final/)")
             }
-            let loaded = try ModelLoader.load(latest.path)
+            let loaded = try ModelLoader.load(latest.path, verifyHashes: verifyHashes)
             let state = try TrainState.read(RunFolder.statePath(latest.path), layout: loaded.weights.layout)
             guard state.recipeHash == recipe.hash else {
                 throw PPError(.usage, file: recipe.recipePath, "differs from the recipe the run in \(folder) was started with (hash \(state.recipeHash.prefix(12)) vs \(recipe.hash.prefix(12))); resume needs the same recipe")
@@ -75,7 +78,7 @@ public final class FineTuneRun {
             native = loaded.checkpoint.nativeConfig?.objectValue ?? JSONObject()
             restored = (latest.path, state, loaded.parameters().values)
         } else {
-            (config, parameters, native) = try Self.startModel(recipe, log: log)
+            (config, parameters, native) = try Self.startModel(recipe, verifyHashes: verifyHashes, log: log)
         }
         resumedFrom = restored?.checkpoint
         guard config.levels == recipe.levelShares.count else {
@@ -131,10 +134,10 @@ public final class FineTuneRun {
     }
 
     /// The model a recipe starts from: (configuration, weights [P], native config.json).
-    static func startModel(_ recipe: Recipe, log: (String) -> Void) throws -> (ModelConfig, [Float], JSONObject) {
+    static func startModel(_ recipe: Recipe, verifyHashes: Bool, log: (String) -> Void) throws -> (ModelConfig, [Float], JSONObject) {
         switch recipe.start {
         case .checkpoint(let path, let heads):
-            let loaded = try ModelLoader.load(path, heads: heads, requireObjective: true)
+            let loaded = try ModelLoader.load(path, heads: heads, requireObjective: true, verifyHashes: verifyHashes)
             guard loaded.config.levels > 1 else {
                 throw PPError.badInput(path, "a \(loaded.checkpoint.family) model (1 level); start from a PPFlow model or use start.from_dit")
             }
@@ -158,7 +161,7 @@ public final class FineTuneRun {
                 if let scale = f.detailScale { calibration.detailScale = scale }
                 options.calibration = calibration
             }
-            let source = try CheckpointLoader.load(f.source)
+            let source = try CheckpointLoader.load(f.source, verifyHashes: verifyHashes)
             let result = try FromDiT.convert(source, options: options, sourceSHA256: try CheckpointLoader.fileSHA256(f.source))
             for warning in result.warnings { log("warning: \(warning)") }
             guard result.nativeConfig["objective"]?.stringValue == Objective.velocity.rawValue else {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import PPBench
 import PPCheckpoint
 import PPCLI
 import PPKernels
@@ -9,7 +10,9 @@ import PPLatents
 import PPConvert
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
+import PPTrain
 
 struct PPConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,9 +35,10 @@ struct SourceOptions: ParsableArguments {
     @Flag(name: .customLong("no-verify-hash"), help: "Do not check native checkpoints against the sha256 in their config.json.")
     var noVerifyHash = false
 
+    var verifyHashes: Bool { !noVerifyHash }
+
     func load(_ path: String) throws -> LoadedCheckpoint {
-        CheckpointLoader.verifyNativeHashes = !noVerifyHash
-        return try CheckpointLoader.load(path, weights: weights)
+        try CheckpointLoader.load(path, weights: weights, verifyHashes: verifyHashes)
     }
 }
 
@@ -107,7 +111,7 @@ extension PPConvertCommand {
                     guard format == .torchTrain else {
                         throw PPError(.usage, file: input, "a ppfinetune run folder: convert its checkpoint folder (\(input)/final or checkpoints/step-*) or use --format torch-train")
                     }
-                    let exported = try TrainingRunExport.write(run: input, to: output)
+                    let exported = try TrainingRunExport.write(run: input, to: output, verifyHashes: source.verifyHashes)
                     print("wrote \(output) (torch-train) from \(exported.checkpoint), step \(exported.step): model = raw weights, ema, AdamW state")
                     return 0
                 }
@@ -198,7 +202,6 @@ extension PPConvertCommand {
 
         func run() throws {
             CLI.run("ppconvert from-dit") {
-                CheckpointLoader.verifyNativeHashes = !sourceOptions.noVerifyHash
                 var options = FromDiTOptions()
                 options.levels = levels
                 options.initializer = `init`
@@ -211,6 +214,7 @@ extension PPConvertCommand {
                 // A latent cache or image folder as --data: reduced to one latents file once the outputs are known to be writable.
                 var job = FromDiTJob(sourcePath: source, options: options)
                 job.weights = sourceOptions.weights
+                job.verifyHashes = sourceOptions.verifyHashes
                 job.output = out
                 job.format = format.outputFormat
                 job.verify = !noVerify
@@ -222,7 +226,7 @@ extension PPConvertCommand {
                 defer { if let folder = dataFile?.temporary { FileOutput.removeTree(folder) } }
                 var sourceConfig: ModelConfig? = nil
                 if let data {
-                    let probe = try CheckpointLoader.load(source, weights: sourceOptions.weights)
+                    let probe = try sourceOptions.load(source)
                     let config = try ModelLoader.configuration(of: probe, heads: heads)
                     sourceConfig = config
                     dataFile = try LatentSubset.file(for: data, count: (calibrationSamples ?? 2048) + 256, vae: vae, channels: config.inChannels,

@@ -50,8 +50,7 @@ extension PPFinetuneCommand {
         }
 
         func run() throws {
-            CLI.run("ppfinetune encode") {
-                if let threads { Parallel.setThreads(threads) }
+            CLI.run("ppfinetune encode", threads: threads) {
                 // The output is checked before the VAE is loaded (a cache of ours is continued, not refused).
                 if !LatentCache.isCache(out) { try OutputTarget.check(out, kind: .folder, force: force, toolkitEntries: LatentCache.toolkitEntries) }
                 let model = try VAEInput.load(vae, overrides: VAEOverrides(scalingFactor: scalingFactor, shiftFactor: shiftFactor))

@@ -1,9 +1,11 @@
 import ArgumentParser
+import PPBench
 import PPCheckpoint
 import PPCLI
 import PPJSON
 import PPKernels
 import PPModel
+import PPModelIO
 import PPTensor
 import PPTrain
 
@@ -61,8 +63,7 @@ extension PPFinetuneCommand {
         @Option(help: "Threads for the kernels.") var threads: Int?
 
         func run() throws {
-            CLI.run("ppfinetune step") {
-                if let threads { Parallel.setThreads(threads) }
+            CLI.run("ppfinetune step", threads: threads) {
                 try OutputTarget.check(out, kind: .file, force: force)
                 let loaded = try ModelLoader.load(model, heads: heads)
                 let tensors = try TensorFiles.read(path: batch)
@@ -94,8 +95,9 @@ struct RecipeOptions: ParsableArguments {
     @Flag(name: .customLong("no-verify-hash"), help: "Do not check native checkpoints (the start model, resumed checkpoints) against the sha256 in their config.json.")
     var noVerifyHash = false
 
+    var verifyHashes: Bool { !noVerifyHash }
+
     func load() throws -> Recipe {
-        CheckpointLoader.verifyNativeHashes = !noVerifyHash
         var overrides: [(String, String)] = []
         for a in assignments {
             guard let eq = a.firstIndex(of: "=") else { throw PPError(.usage, entry: "--set", "'\(a)': expected key=value") }
@@ -105,9 +107,7 @@ struct RecipeOptions: ParsableArguments {
         if let steps { overrides.append(("steps", String(steps))) }
         if let seed { overrides.append(("seed", String(seed))) }
         if let threads { overrides.append(("threads", String(threads))) }
-        let recipe = try Recipe.load(self.recipe, overrides: overrides)
-        Parallel.setThreads(recipe.threads ?? Parallel.threads)
-        return recipe
+        return try Recipe.load(self.recipe, overrides: overrides)
     }
 }
 
@@ -127,32 +127,37 @@ extension PPFinetuneCommand {
         func run() throws {
             CLI.run("ppfinetune") {
                 let recipe = try options.load()
-                let folder = resume ?? recipe.output
-                try FineTuneRun.prepareFolder(folder, recipe: recipe, resume: resume != nil, force: force)
-                let started = CLI.now()
-                let job = try FineTuneRun(recipe: recipe, folder: folder, resume: resume != nil) { print($0) }
-                if let from = job.resumedFrom { print("resuming from \(from) at step \(job.step)") }
-                print("training \(recipe.name): \(job.train.count) training / \(job.validation.count) validation samples, \(recipe.steps) steps of batch \(recipe.batchSize), levels \(recipe.levelCounts()) per batch, \(Parallel.threads) thread(s)")
-                let progress = Progress("step", total: recipe.steps, plainEvery: 5)
-                let firstStep = job.step, startTime = CLI.now()
-                try job.run(onStep: { r in
-                    let rate = Double(r.step - firstStep) / max(1e-9, CLI.now() - startTime)
-                    let levels = r.levelLoss.map { $0.isNaN ? "-" : Format.fixed(Double($0), 4) }.joined(separator: "/")
-                    progress.update(r.step, detail: "loss \(Format.fixed(Double(r.loss), 4)) (levels \(levels)) \(Format.fixed(rate, 2)) steps/s")
-                }, onValidation: { v in
-                    let line = "validation at step \(v.step): loss per level \(levelList(v.levelLoss))"
-                    if CLI.isTerminal { CLI.printError("\r\u{1B}[K" + line) } else { print(line) }
-                })
-                let summary = try job.finish(seconds: CLI.now() - started)
-                print("done: \(summary.steps) steps in \(Format.fixed(summary.seconds, 1)) s")
-                if let before = summary.before, let after = summary.after {
-                    print("validation loss per level: before \(levelList(before)), after \(levelList(after))")
-                }
-                print("checkpoint:  \(summary.finalCheckpoint)")
-                print("metrics:     \(summary.metrics)")
-                print("loss curves: \(summary.pictures.joined(separator: " "))")
-                return 0
+                return try Parallel.withThreads(recipe.threads) { try train(recipe) }
             }
+        }
+
+        /// The run itself, inside the recipe's thread count.
+        func train(_ recipe: Recipe) throws -> Int32 {
+            let folder = resume ?? recipe.output
+            try FineTuneRun.prepareFolder(folder, recipe: recipe, resume: resume != nil, force: force)
+            let started = CLI.now()
+            let job = try FineTuneRun(recipe: recipe, folder: folder, resume: resume != nil, verifyHashes: options.verifyHashes) { print($0) }
+            if let from = job.resumedFrom { print("resuming from \(from) at step \(job.step)") }
+            print("training \(recipe.name): \(job.train.count) training / \(job.validation.count) validation samples, \(recipe.steps) steps of batch \(recipe.batchSize), levels \(recipe.levelCounts()) per batch, \(Parallel.threads) thread(s)")
+            let progress = Progress("step", total: recipe.steps, plainEvery: 5)
+            let firstStep = job.step, startTime = CLI.now()
+            try job.run(onStep: { r in
+                let rate = Double(r.step - firstStep) / max(1e-9, CLI.now() - startTime)
+                let levels = r.levelLoss.map { $0.isNaN ? "-" : Format.fixed(Double($0), 4) }.joined(separator: "/")
+                progress.update(r.step, detail: "loss \(Format.fixed(Double(r.loss), 4)) (levels \(levels)) \(Format.fixed(rate, 2)) steps/s")
+            }, onValidation: { v in
+                let line = "validation at step \(v.step): loss per level \(levelList(v.levelLoss))"
+                if CLI.isTerminal { CLI.printError("\r\u{1B}[K" + line) } else { print(line) }
+            })
+            let summary = try job.finish(seconds: CLI.now() - started)
+            print("done: \(summary.steps) steps in \(Format.fixed(summary.seconds, 1)) s")
+            if let before = summary.before, let after = summary.after {
+                print("validation loss per level: before \(levelList(before)), after \(levelList(after))")
+            }
+            print("checkpoint:  \(summary.finalCheckpoint)")
+            print("metrics:     \(summary.metrics)")
+            print("loss curves: \(summary.pictures.joined(separator: " "))")
+            return 0
         }
     }
 
@@ -164,7 +169,9 @@ extension PPFinetuneCommand {
         func run() throws {
             CLI.run("ppfinetune validate") {
                 let recipe = try options.load()
-                let plan = try FineTunePlan.make(recipe: recipe, timedSteps: timedSteps) { print($0) }
+                let plan = try Parallel.withThreads(recipe.threads) {
+                    try FineTunePlan.make(recipe: recipe, timedSteps: timedSteps, verifyHashes: options.verifyHashes) { print($0) }
+                }
                 plan.lines().forEach { print($0) }
                 return 0
             }

@@ -51,9 +51,7 @@ extension PPSampleCommand {
         }
 
         func run() throws {
-            CLI.run("ppsample eval") {
-                if let threads = modelOptions.threads { Parallel.setThreads(threads) }
-                CheckpointLoader.verifyNativeHashes = !modelOptions.noVerifyHash
+            CLI.run("ppsample eval", threads: modelOptions.threads) {
                 let classifierPath = classifier ?? ((data as NSString).deletingLastPathComponent as NSString).appendingPathComponent("digits-classifier.safetensors")
                 var job = EvalJob(input: input, dataPath: data, classifierPath: classifierPath)
                 job.sampling.count = count
@@ -68,6 +66,7 @@ extension PPSampleCommand {
                 job.objective = objective.flatMap(Objective.init(userName:))
                 job.heads = modelOptions.heads
                 job.weights = modelOptions.weights
+                job.verifyHashes = !modelOptions.noVerifyHash
                 var bars: [String: PPCLI.Progress] = [:]
                 let report = try job.run { label, done, total in
                     let bar = bars[label] ?? PPCLI.Progress("sampling \(label)", total: total, enabled: !json || CLI.isTerminal)

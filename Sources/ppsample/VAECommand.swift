@@ -1,4 +1,5 @@
 import ArgumentParser
+import PPBench
 import PPCLI
 import PPJSON
 import PPKernels
@@ -14,7 +15,6 @@ struct VAEOptions: ParsableArguments {
     @Option(help: "Threads for BLAS and the kernels' own loops (default: all cores).") var threads: Int?
 
     func load(_ path: String) throws -> AutoencoderKL {
-        if let threads { Parallel.setThreads(threads) }
         return try VAELoader.load(path, overrides: VAEOverrides(normGroups: groups, scalingFactor: scalingFactor, shiftFactor: shiftFactor))
     }
 }
@@ -47,7 +47,7 @@ extension PPSampleCommand {
         @OptionGroup var vaeOptions: VAEOptions
 
         func run() throws {
-            CLI.run("ppsample vae") {
+            CLI.run("ppsample vae", threads: vaeOptions.threads) {
                 let model = try vaeOptions.load(vae)
                 let file = try SafetensorsFile.open(inputs)
                 func input(_ name: String) throws -> VAETensor? {

@@ -1,10 +1,12 @@
 import ArgumentParser
+import PPBench
 import PPCheckpoint
 import PPCLI
 import PPJSON
 import PPKernels
 import PPLatents
 import PPModel
+import PPModelIO
 import PPSafetensors
 import PPSample
 import PPTensor
@@ -46,9 +48,8 @@ struct ModelOptions: ParsableArguments {
     var noVerifyHash = false
 
     func load(_ path: String, objective: Objective? = nil, requireObjective: Bool = false) throws -> LoadedModel {
-        if let threads { Parallel.setThreads(threads) }
-        CheckpointLoader.verifyNativeHashes = !noVerifyHash
-        return try ModelLoader.load(path, weights: weights, heads: heads, objective: objective, requireObjective: requireObjective)
+        return try ModelLoader.load(path, weights: weights, heads: heads, objective: objective, requireObjective: requireObjective,
+                                    verifyHashes: !noVerifyHash)
     }
 }
 
@@ -107,7 +108,7 @@ extension PPSampleCommand {
         var latentsOutput: String? { out ?? (png == nil && images == nil ? "samples.safetensors" : nil) }
 
         func run() throws {
-            CLI.run("ppsample") {
+            CLI.run("ppsample", threads: modelOptions.threads) {
                 let start = CLI.now()
                 // Every output location is checked before the model is loaded.
                 for path in [latentsOutput, png].compactMap({ $0 }) { try OutputTarget.check(path, kind: .file, force: force) }
@@ -265,7 +266,7 @@ extension PPSampleCommand {
         @OptionGroup var modelOptions: ModelOptions
 
         func run() throws {
-            CLI.run("ppsample forward") {
+            CLI.run("ppsample forward", threads: modelOptions.threads) {
                 try OutputTarget.check(out, kind: .file, force: force)
                 let loaded = try modelOptions.load(model)
                 let config = loaded.config

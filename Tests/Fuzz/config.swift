@@ -4,6 +4,7 @@
 @testable import PPCheckpoint
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 
 /// A folder with config.json (the input) and model.safetensors (a real 2-level PPFlow fixture).
@@ -31,9 +32,8 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         precondition(again == value, "JSON round trip changed the value: \(text.prefix(200))")
     }
     let config = fuzzStorage(data, size)
-    CheckpointLoader.verifyNativeHashes = false
     for layout in [["config.json", "model.safetensors"], ["transformer/config.json", "transformer/model.safetensors"]] {
-        guard let loaded = try? CheckpointLoader.loadTree(FuzzTree(files: layout, config: config), weights: nil) else { continue }
+        guard let loaded = try? CheckpointLoader.loadTree(FuzzTree(files: layout, config: config), weights: nil, verifyHashes: false) else { continue }
         touch(loaded.tensors)
         if let config = try? ModelLoader.configuration(of: loaded) {
             _ = config.parameterShapes

@@ -2,6 +2,7 @@ import PPCheckpoint
 import PPConvert
 import PPKernels
 import PPModel
+import PPModelIO
 import PPSafetensors
 import PPTensor
 import XCTest

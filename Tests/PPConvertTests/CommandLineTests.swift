@@ -17,18 +17,6 @@ final class CommandLineTests: XCTestCase {
         try Binaries.run(tool, arguments, scratch: Paths.scratch(self))
     }
 
-    /// bench-io's child measurement: the toolkit's command reports its own peak RSS, which excludes the
-    /// parent's memory (here 256 MiB touched before the spawn); other programs report nothing.
-    func testChildPeakMemoryIsTheChildsOwn() throws {
-        let ballast = UnsafeMutableRawPointer.allocate(byteCount: 256 << 20, alignment: 4096)
-        defer { ballast.deallocate() }
-        memset(ballast, 1, 256 << 20)
-        let child = try IOBenchmark.timeChild(["\(Self.binaries)/ppconvert", "inspect", Paths.digitsZip])
-        XCTAssertGreaterThan(child.peakResidentBytes, 1 << 20)
-        XCTAssertLessThan(child.peakResidentBytes, 200 << 20)
-        XCTAssertEqual(try IOBenchmark.timeChild(["/bin/true"]).peakResidentBytes, 0)
-    }
-
     func testInspectJSONDescribesTheDigitsExample() throws {
         let r = try run("ppconvert", ["inspect", Paths.digitsZip, "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)

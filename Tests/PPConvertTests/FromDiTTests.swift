@@ -147,6 +147,7 @@ final class FromDiTTests: XCTestCase {
         try write(bytes, to: path)
         XCTAssertEqual(try job.run().exitCode, 1)
         assertPPError(.badInput, mentions: ["model.safetensors", "sha256"]) { try CheckpointLoader.load("\(folder)/b") }
+        XCTAssertEqual(try CheckpointLoader.load("\(folder)/b", verifyHashes: false).layout, .ppflow(levels: 2))  // on the user's word
         // Nothing was written by --check: no temporary folders left beside the output.
         let leftovers = try DirectoryTree(path: folder).files.filter { $0.hasPrefix(".") }
         XCTAssertEqual(leftovers, [])

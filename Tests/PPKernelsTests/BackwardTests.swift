@@ -10,7 +10,8 @@ import PPKernels
 /// O(h²) truncation stays below 1e-4 relative on these scales. Tolerance 1e-3 relative over all indices:
 /// a wrong term gives errors of order 1.
 final class BackwardTests: XCTestCase {
-    override func tearDown() { Parallel.setThreads(1) }
+    // Every test runs in its own thread scope (1 unless it says otherwise); nothing to restore.
+    override func invokeTest() { Parallel.withThreads(1) { super.invokeTest() } }
 
     /// Checks `backward(x, w)` (the gradient of Σ w·forward(x)) against central differences over every index.
     private func checkGradient(_ what: String, input: [Float], forward: ([Float]) -> [Float],
@@ -132,13 +133,14 @@ final class BackwardTests: XCTestCase {
             return (out, p)
         }
         for threads in [1, 2] {
-            Parallel.setThreads(threads)
-            checkGradient("attention (\(threads) threads)", input: qkv, forward: { run($0).out }, backward: { qkv, dy in
-                let p = run(qkv).probabilities
-                var dqkv = [Float](repeating: 0, count: qkv.count)
-                Backward.attention(qkv: qkv, probabilities: p, dOutput: dy, dQKV: &dqkv, batch: batch, tokens: tokens, dim: dim, heads: heads)
-                return dqkv
-            })
+            Parallel.withThreads(threads) {
+                checkGradient("attention (\(threads) threads)", input: qkv, forward: { run($0).out }, backward: { qkv, dy in
+                    let p = run(qkv).probabilities
+                    var dqkv = [Float](repeating: 0, count: qkv.count)
+                    Backward.attention(qkv: qkv, probabilities: p, dOutput: dy, dQKV: &dqkv, batch: batch, tokens: tokens, dim: dim, heads: heads)
+                    return dqkv
+                })
+            }
         }
     }
 

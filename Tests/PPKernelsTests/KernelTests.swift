@@ -2,7 +2,8 @@ import XCTest
 import PPKernels
 
 final class KernelTests: XCTestCase {
-    override func tearDown() { Parallel.setThreads(1) }
+    // Every test runs in its own thread scope (1 unless it says otherwise); nothing to restore.
+    override func invokeTest() { Parallel.withThreads(1) { super.invokeTest() } }
 
     /// Fast and reference kernels agree on shapes that are no multiple of any tile, with 1 and 2 threads.
     func testLinearMatchesReference() {
@@ -10,18 +11,19 @@ final class KernelTests: XCTestCase {
         let rows = 37, inFeatures = 29, outFeatures = 53
         let x = random.values(rows * inFeatures), w = random.values(outFeatures * inFeatures), b = random.values(outFeatures)
         for threads in [1, 2] {
-            Parallel.setThreads(threads)
-            for bias in [b, nil] as [[Float]?] {
-                var out = [Float](repeating: .nan, count: rows * outFeatures)
-                x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in out.withUnsafeMutableBufferPointer { op in
-                    if let bias {
-                        bias.withUnsafeBufferPointer { Kernels.linear(input: xp.baseAddress!, weight: wp.baseAddress!, bias: $0.baseAddress!, output: op.baseAddress!, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures) }
-                    } else {
-                        Kernels.linear(input: xp.baseAddress!, weight: wp.baseAddress!, bias: nil, output: op.baseAddress!, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
-                    }
-                } } }
-                let expected = Reference.linear(input: x, weight: w, bias: bias, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
-                assertClose(out, expected, tolerance: 1e-6, "linear threads \(threads) bias \(bias != nil)")
+            Parallel.withThreads(threads) {
+                for bias in [b, nil] as [[Float]?] {
+                    var out = [Float](repeating: .nan, count: rows * outFeatures)
+                    x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in out.withUnsafeMutableBufferPointer { op in
+                        if let bias {
+                            bias.withUnsafeBufferPointer { Kernels.linear(input: xp.baseAddress!, weight: wp.baseAddress!, bias: $0.baseAddress!, output: op.baseAddress!, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures) }
+                        } else {
+                            Kernels.linear(input: xp.baseAddress!, weight: wp.baseAddress!, bias: nil, output: op.baseAddress!, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
+                        }
+                    } } }
+                    let expected = Reference.linear(input: x, weight: w, bias: bias, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
+                    assertClose(out, expected, tolerance: 1e-6, "linear threads \(threads) bias \(bias != nil)")
+                }
             }
         }
     }
@@ -31,65 +33,67 @@ final class KernelTests: XCTestCase {
         let batch = 3, tokens = 11, dim = 77
         let x = random.values(batch * tokens * dim, scale: 3).map { $0 + 0.5 }
         let shift = random.values(batch * 2 * dim), branch = random.values(batch * tokens * dim)
-        Parallel.setThreads(2)
-        var normed = [Float](repeating: 0, count: x.count)
-        var means = [Float](repeating: 0, count: batch * tokens), inverseStd = means
-        x.withUnsafeBufferPointer { xp in normed.withUnsafeMutableBufferPointer { np in
-            means.withUnsafeMutableBufferPointer { mp in inverseStd.withUnsafeMutableBufferPointer { sp in
-                Kernels.layerNorm(input: xp.baseAddress!, output: np.baseAddress!, rows: batch * tokens, dim: dim, eps: 1e-6,
-                                  mean: mp.baseAddress!, inverseStd: sp.baseAddress!)
+        Parallel.withThreads(2) {
+            var normed = [Float](repeating: 0, count: x.count)
+            var means = [Float](repeating: 0, count: batch * tokens), inverseStd = means
+            x.withUnsafeBufferPointer { xp in normed.withUnsafeMutableBufferPointer { np in
+                means.withUnsafeMutableBufferPointer { mp in inverseStd.withUnsafeMutableBufferPointer { sp in
+                    Kernels.layerNorm(input: xp.baseAddress!, output: np.baseAddress!, rows: batch * tokens, dim: dim, eps: 1e-6,
+                                      mean: mp.baseAddress!, inverseStd: sp.baseAddress!)
+                } }
             } }
-        } }
-        let expectedNorm = Reference.layerNorm(x, rows: batch * tokens, dim: dim, eps: 1e-6)
-        assertClose(normed, expectedNorm, tolerance: 1e-6, "layerNorm")
-        let firstRowSum: Float = x[0..<dim].reduce(0, +)
-        let firstRowMean = firstRowSum / Float(dim)
-        XCTAssertEqual(means[0], firstRowMean, accuracy: 1e-5)
+            let expectedNorm = Reference.layerNorm(x, rows: batch * tokens, dim: dim, eps: 1e-6)
+            assertClose(normed, expectedNorm, tolerance: 1e-6, "layerNorm")
+            let firstRowSum: Float = x[0..<dim].reduce(0, +)
+            let firstRowMean = firstRowSum / Float(dim)
+            XCTAssertEqual(means[0], firstRowMean, accuracy: 1e-5)
 
-        // shift/scale/gate live as chunks of a [B, 2D] conditioning buffer: stride 2D.
-        var modulated = normed
-        var residual = x
-        shift.withUnsafeBufferPointer { cp in
-            modulated.withUnsafeMutableBufferPointer { mp in
-                Kernels.modulate(mp.baseAddress!, batch: batch, tokens: tokens, dim: dim, shift: cp.baseAddress!,
-                                 scale: cp.baseAddress! + dim, conditionStride: 2 * dim)
+            // shift/scale/gate live as chunks of a [B, 2D] conditioning buffer: stride 2D.
+            var modulated = normed
+            var residual = x
+            shift.withUnsafeBufferPointer { cp in
+                modulated.withUnsafeMutableBufferPointer { mp in
+                    Kernels.modulate(mp.baseAddress!, batch: batch, tokens: tokens, dim: dim, shift: cp.baseAddress!,
+                                     scale: cp.baseAddress! + dim, conditionStride: 2 * dim)
+                }
+                residual.withUnsafeMutableBufferPointer { rp in branch.withUnsafeBufferPointer { bp in
+                    Kernels.gatedResidual(rp.baseAddress!, branch: bp.baseAddress!, gate: cp.baseAddress! + dim,
+                                          batch: batch, tokens: tokens, dim: dim, conditionStride: 2 * dim)
+                } }
             }
-            residual.withUnsafeMutableBufferPointer { rp in branch.withUnsafeBufferPointer { bp in
-                Kernels.gatedResidual(rp.baseAddress!, branch: bp.baseAddress!, gate: cp.baseAddress! + dim,
-                                      batch: batch, tokens: tokens, dim: dim, conditionStride: 2 * dim)
-            } }
+            var shiftRows: [Float] = [], scaleRows: [Float] = []
+            for b in 0..<batch {
+                let rowStart: Int = b * 2 * dim
+                shiftRows += shift[rowStart..<(rowStart + dim)]
+                scaleRows += shift[(rowStart + dim)..<(rowStart + 2 * dim)]
+            }
+            assertClose(modulated, Reference.modulate(normed, batch: batch, tokens: tokens, dim: dim, shift: shiftRows, scale: scaleRows),
+                        tolerance: 1e-7, "modulate")
+            assertClose(residual, Reference.gatedResidual(x, branch: branch, gate: scaleRows, batch: batch, tokens: tokens, dim: dim),
+                        tolerance: 1e-7, "gatedResidual")
         }
-        var shiftRows: [Float] = [], scaleRows: [Float] = []
-        for b in 0..<batch {
-            let rowStart: Int = b * 2 * dim
-            shiftRows += shift[rowStart..<(rowStart + dim)]
-            scaleRows += shift[(rowStart + dim)..<(rowStart + 2 * dim)]
-        }
-        assertClose(modulated, Reference.modulate(normed, batch: batch, tokens: tokens, dim: dim, shift: shiftRows, scale: scaleRows),
-                    tolerance: 1e-7, "modulate")
-        assertClose(residual, Reference.gatedResidual(x, branch: branch, gate: scaleRows, batch: batch, tokens: tokens, dim: dim),
-                    tolerance: 1e-7, "gatedResidual")
     }
 
     func testActivationsAndSoftmax() {
         var random = SeededValues(seed: 3)
         let x = random.values(20011, scale: 6)
-        Parallel.setThreads(2)
-        var gelu = x, silu = x
-        gelu.withUnsafeMutableBufferPointer { Kernels.geluTanh($0.baseAddress!, $0.baseAddress!, count: x.count) }
-        silu.withUnsafeMutableBufferPointer { Kernels.silu($0.baseAddress!, $0.baseAddress!, count: x.count) }
-        // Independent closed forms in Double.
-        let geluExpected = x.map { v -> Float in let d = Double(v); return Float(0.5 * d * (1 + tanh((2 / Double.pi).squareRoot() * (d + 0.044715 * d * d * d)))) }
-        let siluExpected = x.map { v -> Float in let d = Double(v); return Float(d / (1 + exp(-d))) }
-        assertClose(gelu, geluExpected, tolerance: 1e-6, "gelu")
-        assertClose(silu, siluExpected, tolerance: 1e-6, "silu")
-        XCTAssertEqual(Reference.geluTanh(0), 0)
+        Parallel.withThreads(2) {
+            var gelu = x, silu = x
+            gelu.withUnsafeMutableBufferPointer { Kernels.geluTanh($0.baseAddress!, $0.baseAddress!, count: x.count) }
+            silu.withUnsafeMutableBufferPointer { Kernels.silu($0.baseAddress!, $0.baseAddress!, count: x.count) }
+            // Independent closed forms in Double.
+            let geluExpected = x.map { v -> Float in let d = Double(v); return Float(0.5 * d * (1 + tanh((2 / Double.pi).squareRoot() * (d + 0.044715 * d * d * d)))) }
+            let siluExpected = x.map { v -> Float in let d = Double(v); return Float(d / (1 + exp(-d))) }
+            assertClose(gelu, geluExpected, tolerance: 1e-6, "gelu")
+            assertClose(silu, siluExpected, tolerance: 1e-6, "silu")
+            XCTAssertEqual(Reference.geluTanh(0), 0)
 
-        let rows = 13, cols = 31
-        var scores = random.values(rows * cols, scale: 20)
-        let expected = Reference.softmaxRows(scores, rows: rows, cols: cols)
-        scores.withUnsafeMutableBufferPointer { Kernels.softmaxRows($0.baseAddress!, rows: rows, cols: cols) }
-        assertClose(scores, expected, tolerance: 1e-6, "softmax")
+            let rows = 13, cols = 31
+            var scores = random.values(rows * cols, scale: 20)
+            let expected = Reference.softmaxRows(scores, rows: rows, cols: cols)
+            scores.withUnsafeMutableBufferPointer { Kernels.softmaxRows($0.baseAddress!, rows: rows, cols: cols) }
+            assertClose(scores, expected, tolerance: 1e-6, "softmax")
+        }
     }
 
     /// Fast attention (per-head sgemm, parallel heads, packed segments) against the masked definition.
@@ -98,27 +102,29 @@ final class KernelTests: XCTestCase {
         let batch = 3, tokens = 23, dim = 30, heads = 5
         let qkv = random.values(batch * tokens * 3 * dim, scale: 2)
         for threads in [1, 2] {
-            Parallel.setThreads(threads)
-            for segments in [nil, [7, 9, 7]] as [[Int]?] {
-                var out = [Float](repeating: .nan, count: batch * tokens * dim)
-                var probabilities = [Float](repeating: .nan, count: batch * heads * tokens * tokens)
-                qkv.withUnsafeBufferPointer { q in out.withUnsafeMutableBufferPointer { o in probabilities.withUnsafeMutableBufferPointer { p in
-                    Kernels.attention(qkv: q.baseAddress!, output: o.baseAddress!, batch: batch, tokens: tokens, dim: dim, heads: heads,
-                                      segments: segments, probabilities: p.baseAddress!)
-                } } }
-                let expected = Reference.attention(qkv: qkv, batch: batch, tokens: tokens, dim: dim, heads: heads, segments: segments)
-                assertClose(out, expected, tolerance: 1e-6, "attention threads \(threads) segments \(String(describing: segments))")
-                // Every query row's weights sum to one, and nothing leaks across segments.
-                let row = Array(probabilities[(tokens * 8)..<(tokens * 9)])  // batch 0, head 0, query 8
-                XCTAssertEqual(row.reduce(0, +), 1, accuracy: 1e-5)
-                if segments != nil { XCTAssertEqual(row[0..<7].reduce(0, +), 0); XCTAssertEqual(row[16..<23].reduce(0, +), 0) }
+            Parallel.withThreads(threads) {
+                for segments in [nil, [7, 9, 7]] as [[Int]?] {
+                    var out = [Float](repeating: .nan, count: batch * tokens * dim)
+                    var probabilities = [Float](repeating: .nan, count: batch * heads * tokens * tokens)
+                    qkv.withUnsafeBufferPointer { q in out.withUnsafeMutableBufferPointer { o in probabilities.withUnsafeMutableBufferPointer { p in
+                        Kernels.attention(qkv: q.baseAddress!, output: o.baseAddress!, batch: batch, tokens: tokens, dim: dim, heads: heads,
+                                          segments: segments, probabilities: p.baseAddress!)
+                    } } }
+                    let expected = Reference.attention(qkv: qkv, batch: batch, tokens: tokens, dim: dim, heads: heads, segments: segments)
+                    assertClose(out, expected, tolerance: 1e-6, "attention threads \(threads) segments \(String(describing: segments))")
+                    // Every query row's weights sum to one, and nothing leaks across segments.
+                    let row = Array(probabilities[(tokens * 8)..<(tokens * 9)])  // batch 0, head 0, query 8
+                    XCTAssertEqual(row.reduce(0, +), 1, accuracy: 1e-5)
+                    if segments != nil { XCTAssertEqual(row[0..<7].reduce(0, +), 0); XCTAssertEqual(row[16..<23].reduce(0, +), 0) }
+                }
             }
         }
         // A packed row equals running its segments as separate samples.
-        Parallel.setThreads(2)
-        let packed = Reference.attention(qkv: qkv, batch: 1, tokens: tokens, dim: dim, heads: heads, segments: [7, 16])
-        let alone = Reference.attention(qkv: Array(qkv[(7 * 3 * dim)..<(tokens * 3 * dim)]), batch: 1, tokens: 16, dim: dim, heads: heads)
-        assertClose(Array(packed[(7 * dim)...]), alone, tolerance: 1e-12, "packed segment")
+        Parallel.withThreads(2) {
+            let packed = Reference.attention(qkv: qkv, batch: 1, tokens: tokens, dim: dim, heads: heads, segments: [7, 16])
+            let alone = Reference.attention(qkv: Array(qkv[(7 * 3 * dim)..<(tokens * 3 * dim)]), batch: 1, tokens: 16, dim: dim, heads: heads)
+            assertClose(Array(packed[(7 * dim)...]), alone, tolerance: 1e-12, "packed segment")
+        }
     }
 
     func testTimestepFeatures() {

@@ -27,6 +27,20 @@ final class FileOutputTests: XCTestCase {
         XCTAssertEqual(st.st_mode & 0o777, 0o644)
     }
 
+    /// The flush to disk is scoped: on inside `withValue(true)`, off again after it (the default), and a
+    /// flushed write lands like any other (the fsync path runs; a failing fsync would throw).
+    func testFlushToDiskIsScoped() throws {
+        XCTAssertFalse(FileOutput.flushToDisk)
+        let path = "\(folder)/flushed.bin"
+        try FileOutput.$flushToDisk.withValue(true) {
+            XCTAssertTrue(FileOutput.flushToDisk)
+            try FileOutput.writeFile(path, bytes: [4, 5])
+        }
+        XCTAssertFalse(FileOutput.flushToDisk)
+        XCTAssertEqual(try readWholeFile(path), [4, 5])
+        XCTAssertEqual(listFolder(folder), ["flushed.bin"])
+    }
+
     /// What a killed run left (temporaries of a process that no longer exists) is removed by the next
     /// write of the same output; a running process's temporaries are kept.
     func testStaleTemporariesOfDeadProcessesAreRemoved() throws {

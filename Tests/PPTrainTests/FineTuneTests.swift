@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import PPJSON
 import PPModel
+import PPModelIO
 import PPTensor
 import PPTrain
 import PPConvert

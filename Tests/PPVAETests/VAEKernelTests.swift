@@ -6,7 +6,8 @@ import XCTest
 /// The blocked im2col convolution and the GroupNorm channel map against their plain twins in
 /// `Reference`, on odd sizes, with row blocks small enough that every case runs several of them.
 final class VAEKernelTests: XCTestCase {
-    override func tearDown() { Parallel.setThreads(1) }
+    // Every test runs in its own thread scope (1 unless it says otherwise); nothing to restore.
+    override func invokeTest() { Parallel.withThreads(1) { super.invokeTest() } }
 
     private func values(_ count: Int, _ random: inout SeededRandom, scale: Double = 1) -> [Float] {
         (0..<count).map { _ in Float(random.normal() * scale) }
@@ -40,30 +41,31 @@ final class VAEKernelTests: XCTestCase {
 
     func testFastConvolutionEqualsReference() {
         for threads in [1, 2] {
-            Parallel.setThreads(threads)
-            // 3x3 pad 1 with GroupNorm+SiLU folded in, 2 output rows per block.
-            let same = Conv2DGeometry.same(inChannels: 5, outChannels: 7, height: 9, width: 11, kernel: 3)
-            compare(same, transform: true, accumulate: false, bias: true, budget: same.patchLength * 11 * 2)
-            compare(same, transform: false, accumulate: true, bias: false, budget: same.patchLength * 11 * 3)
-            compare(same, transform: true, accumulate: true, bias: true, budget: 1)                 // one row per block
-            // diffusers Downsample2D: pad right and bottom by 1, 3x3 stride 2 without padding.
-            let down = Conv2DGeometry(inChannels: 4, outChannels: 6, height: 10, width: 8, kernel: 3, stride: 2,
-                                      padTop: 0, padLeft: 0, padBottom: 1, padRight: 1)
-            XCTAssertEqual([down.outHeight, down.outWidth], [5, 4])
-            compare(down, transform: false, accumulate: false, bias: true, budget: down.patchLength * 4 * 2)
-            // Upsample2D: nearest x2 then 3x3 pad 1, the upsampled plane never stored.
-            let up = Conv2DGeometry.same(inChannels: 3, outChannels: 5, height: 5, width: 6, kernel: 3, upsample: true)
-            XCTAssertEqual([up.outHeight, up.outWidth], [10, 12])
-            compare(up, transform: false, accumulate: false, bias: true, budget: up.patchLength * 12 * 3)
-            compare(up, transform: true, accumulate: false, bias: true, budget: up.patchLength * 12)
-            // 1x1: a plain product (shortcut, quant convs), and through the gather when transformed.
-            let pointwise = Conv2DGeometry.same(inChannels: 6, outChannels: 4, height: 3, width: 7, kernel: 1)
-            compare(pointwise, transform: false, accumulate: false, bias: true, budget: 1 << 20)
-            compare(pointwise, transform: false, accumulate: true, bias: true, budget: 1 << 20)
-            compare(pointwise, transform: true, accumulate: false, bias: true, budget: 6 * 7)
-            // A plane smaller than the kernel's reach: all-padding taps.
-            let tiny = Conv2DGeometry.same(inChannels: 2, outChannels: 3, height: 1, width: 1, kernel: 3)
-            compare(tiny, transform: true, accumulate: false, bias: true, budget: 1 << 20)
+            Parallel.withThreads(threads) {
+                // 3x3 pad 1 with GroupNorm+SiLU folded in, 2 output rows per block.
+                let same = Conv2DGeometry.same(inChannels: 5, outChannels: 7, height: 9, width: 11, kernel: 3)
+                compare(same, transform: true, accumulate: false, bias: true, budget: same.patchLength * 11 * 2)
+                compare(same, transform: false, accumulate: true, bias: false, budget: same.patchLength * 11 * 3)
+                compare(same, transform: true, accumulate: true, bias: true, budget: 1)                 // one row per block
+                // diffusers Downsample2D: pad right and bottom by 1, 3x3 stride 2 without padding.
+                let down = Conv2DGeometry(inChannels: 4, outChannels: 6, height: 10, width: 8, kernel: 3, stride: 2,
+                                          padTop: 0, padLeft: 0, padBottom: 1, padRight: 1)
+                XCTAssertEqual([down.outHeight, down.outWidth], [5, 4])
+                compare(down, transform: false, accumulate: false, bias: true, budget: down.patchLength * 4 * 2)
+                // Upsample2D: nearest x2 then 3x3 pad 1, the upsampled plane never stored.
+                let up = Conv2DGeometry.same(inChannels: 3, outChannels: 5, height: 5, width: 6, kernel: 3, upsample: true)
+                XCTAssertEqual([up.outHeight, up.outWidth], [10, 12])
+                compare(up, transform: false, accumulate: false, bias: true, budget: up.patchLength * 12 * 3)
+                compare(up, transform: true, accumulate: false, bias: true, budget: up.patchLength * 12)
+                // 1x1: a plain product (shortcut, quant convs), and through the gather when transformed.
+                let pointwise = Conv2DGeometry.same(inChannels: 6, outChannels: 4, height: 3, width: 7, kernel: 1)
+                compare(pointwise, transform: false, accumulate: false, bias: true, budget: 1 << 20)
+                compare(pointwise, transform: false, accumulate: true, bias: true, budget: 1 << 20)
+                compare(pointwise, transform: true, accumulate: false, bias: true, budget: 6 * 7)
+                // A plane smaller than the kernel's reach: all-padding taps.
+                let tiny = Conv2DGeometry.same(inChannels: 2, outChannels: 3, height: 1, width: 1, kernel: 3)
+                compare(tiny, transform: true, accumulate: false, bias: true, budget: 1 << 20)
+            }
         }
     }
 

@@ -47,7 +47,8 @@ func checkAgainstReference(_ vae: AutoencoderKL, _ what: String, file: StaticStr
 
 /// Encoder and decoder outputs against diffusers' own, for every way the fixture VAE can be given.
 final class VAEParityTests: XCTestCase {
-    override func tearDown() { Parallel.setThreads(1) }
+    // Every test runs in its own thread scope (1 unless it says otherwise); nothing to restore.
+    override func invokeTest() { Parallel.withThreads(1) { super.invokeTest() } }
 
     func testDiffusersFolderMatchesDiffusers() throws {
         let vae = try VAELoader.load(VAEFixture.folder)
@@ -72,8 +73,9 @@ final class VAEParityTests: XCTestCase {
 
     /// Two threads split the row blocks and groups differently: same outputs.
     func testTwoThreadsMatchDiffusers() throws {
-        Parallel.setThreads(2)
-        try checkAgainstReference(try VAELoader.load(VAEFixture.folder), "2 threads")
+        try Parallel.withThreads(2) {
+            try checkAgainstReference(try VAELoader.load(VAEFixture.folder), "2 threads")
+        }
     }
 
     /// diffusers' `.bin` (torch.save of the state dict) in a diffusers folder.

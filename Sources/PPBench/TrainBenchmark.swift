@@ -5,6 +5,7 @@ import Dispatch
 import PPKernels
 import PPModel
 import PPTensor
+import PPTrain
 
 /// What `TrainBenchmark.run` measured.
 public struct TrainBenchmarkReport: Sendable, CustomStringConvertible {
@@ -42,9 +43,10 @@ public enum TrainBenchmark {
     /// One warm-up step, then `steps` timed training steps (forward, backward, AdamW) on random weights,
     /// next to cblas_sgemm on a square product measured in the same run.
     public static func run(threads: Int, config: TrainConfig = ppflowB2, steps: Int = 2, sgemmSize: Int = 2048) throws -> TrainBenchmarkReport {
-        let previousThreads = Parallel.threads
-        Parallel.setThreads(threads)
-        defer { Parallel.setThreads(previousThreads) }
+        try Parallel.withThreads(threads) { try measure(threads: threads, config: config, steps: steps, sgemmSize: sgemmSize) }
+    }
+
+    private static func measure(threads: Int, config: TrainConfig, steps: Int, sgemmSize: Int) throws -> TrainBenchmarkReport {
         var state = UInt64(2024)
         func next() -> Float {
             state = state &* 6364136223846793005 &+ 1442695040888963407

@@ -125,7 +125,7 @@ public enum IOBenchmark {
             unlink("\(folder)/copy.pt")
             copy.seconds.append(c.seconds)
             copy.peakResidentBytes = max(copy.peakResidentBytes, c.peakResidentBytes)
-            let arguments = [converter, "convert", source, "\(folder)/native", "--format", "native", "--heads", "16"]
+            let arguments = [converter, "convert", source, "\(folder)/native", "--format", "native", "--heads", "16", "--objective", "velocity"]
             let v = try timeChild(arguments)
             FileOutput.removeTree("\(folder)/native")
             convert.seconds.append(v.seconds)

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import PPKernels
+import PPModel
 
 /// What `ForwardBenchmark.run` measured.
 public struct ForwardBenchmarkReport: Sendable, CustomStringConvertible {
@@ -30,9 +31,10 @@ public enum ForwardBenchmark {
 
     /// Measures cblas_sgemm on a square product and one model forward (random weights), best of `repeats`.
     public static func run(threads: Int, sgemmSize: Int = 2048, config: ModelConfig = sitB2, batch: Int = 8, repeats: Int = 3) -> ForwardBenchmarkReport {
-        let previousThreads = Parallel.threads
-        Parallel.setThreads(threads)
-        defer { Parallel.setThreads(previousThreads) }
+        Parallel.withThreads(threads) { measure(threads: threads, sgemmSize: sgemmSize, config: config, batch: batch, repeats: repeats) }
+    }
+
+    private static func measure(threads: Int, sgemmSize: Int, config: ModelConfig, batch: Int, repeats: Int) -> ForwardBenchmarkReport {
         var random = UInt64(12345)
         func next() -> Float {
             random = random &* 6364136223846793005 &+ 1442695040888963407
@@ -60,30 +62,11 @@ public enum ForwardBenchmark {
         let y = (0..<batch).map { Int32($0 % config.numClasses) }
         let level = config.levels - 1
         let forwardSeconds = best(repeats) { _ = model.forward(x: x, t: t, y: y, batch: batch, level: level) }
-        let flops = forwardFLOPs(config: config, batch: batch, level: level)
+        let flops = config.forwardFLOPs(level: level, batch: batch)
         return ForwardBenchmarkReport(threads: threads, sgemmSize: n, sgemmGFLOPS: 2 * Double(n) * Double(n) * Double(n) / sgemmSeconds / 1e9,
                                       modelDescription: "D \(config.hiddenSize) depth \(config.depth) heads \(config.numHeads) "
                                           + "\(s)x\(s)x\(config.inChannels) batch \(batch)",
                                       forwardFLOPs: flops, forwardSeconds: forwardSeconds, forwardGFLOPS: flops / forwardSeconds / 1e9)
-    }
-
-    /// 2·m·n·k for every matrix product of one forward at `level` (elementwise work not counted).
-    public static func forwardFLOPs(config: ModelConfig, batch: Int, level: Int, latentSide: Int? = nil) -> Double {
-        let grid = config.grid(level: level, latentSize: latentSide ?? config.inputSize)
-        let tokens = Double(grid.rows * grid.cols), b = Double(batch), rows = b * tokens
-        let d = Double(config.hiddenSize), hidden = Double(config.mlpHiddenSize)
-        let factor = Double(config.levelLayouts[level].channelFactor)
-        let p2 = Double(config.patchSize * config.patchSize)
-        var total = 2 * rows * (Double(config.inChannels) * factor * p2) * d       // patch embedding
-        total += 2 * b * 256 * d + 2 * b * d * d                                    // time embedder
-        let perBlock = 2 * b * d * 6 * d                                            // adaLN
-            + 2 * rows * d * 3 * d                                                  // qkv
-            + 2 * 2 * b * tokens * tokens * d                                       // q·kᵀ and p·v over all heads
-            + 2 * rows * d * d                                                      // proj
-            + 2 * 2 * rows * d * hidden                                             // fc1, fc2
-        total += Double(config.depth) * perBlock
-        total += 2 * b * d * 2 * d + 2 * rows * d * p2 * Double(config.outChannels) * factor  // final layer
-        return total
     }
 
     private static func best(_ repeats: Int, _ body: () -> Void) -> Double {

@@ -2,6 +2,7 @@ import Foundation
 import PPJSON
 import PPKernels
 import PPModel
+import PPSample
 import PPTensor
 
 /// Sampling speed of PPFlow against its SiT: random-weight SiT-S/2 and SiT-B/2 and their 2- and 3-level
@@ -77,9 +78,13 @@ public enum SampleBenchmark {
         if let unknown = models.first(where: { $0 != "S/2" && $0 != "B/2" }) {
             throw PPError(.usage, "no benchmark model \(unknown): the models are S/2 and B/2")
         }
-        let previousThreads = Parallel.threads
-        Parallel.setThreads(threads)
-        defer { Parallel.setThreads(previousThreads) }
+        return try Parallel.withThreads(threads) {
+            try measure(threads: threads, steps: steps, batch: batch, repeats: repeats, models: models, log: log)
+        }
+    }
+
+    private static func measure(threads: Int, steps: Int, batch: Int, repeats: Int, models: [String],
+                                log: ((String) -> Void)?) throws -> Report {
         let start = try SampleStart.seeded(7, batch: batch, channels: 4, side: 32, labels: nil, numClasses: 1000)
         var rows: [Row] = []
         for name in models {
@@ -103,31 +108,13 @@ public enum SampleBenchmark {
                                 round + 1, elapsed, batch))
                 }
             }
-            let full = forwardFLOPs(config: sitConfig, level: 0, latentSide: 32)
+            let full = sitConfig.forwardFLOPs(level: 0, latentSide: 32)
             rows.append(Row(name: name, sitSecondsPerImage: best[0], ppf2SecondsPerImage: best[1], ppf3SecondsPerImage: best[2],
-                            ppf2FlopRatio: full / eulerAverageFLOPs(config: config(name, levels: 2), steps: steps, latentSide: 32),
-                            ppf3FlopRatio: full / eulerAverageFLOPs(config: config(name, levels: 3), steps: steps, latentSide: 32),
+                            ppf2FlopRatio: full / SamplingCost.eulerAverageFLOPs(config: config(name, levels: 2), steps: steps, latentSide: 32),
+                            ppf3FlopRatio: full / SamplingCost.eulerAverageFLOPs(config: config(name, levels: 3), steps: steps, latentSide: 32),
                             sitFlopsPerEvaluation: full))
         }
         return Report(threads: threads, steps: steps, batch: batch, repeats: repeats, rows: rows)
-    }
-
-    /// Multiply-add FLOPs (2 per multiply-add) of one sample's forward pass at `level`: every matrix
-    /// product: patch embedding, timestep MLP, per block qkv, Q·Kᵀ, attention·V, output projection, the
-    /// two MLP linears and the adaLN linear, then the final adaLN and output linear. Element-wise work,
-    /// softmax and the norms are left out.
-    public static func forwardFLOPs(config: ModelConfig, level: Int, latentSide: Int) -> Double {
-        ForwardBenchmark.forwardFLOPs(config: config, batch: 1, level: level, latentSide: latentSide)
-    }
-
-    /// FLOPs per evaluation averaged over an Euler run of `steps` steps on linspace(0, 1, steps + 1): each
-    /// evaluation at t = grid[i] runs the level that t selects.
-    public static func eulerAverageFLOPs(config: ModelConfig, steps: Int, latentSide: Int) -> Double {
-        let grid = FixedGridSolver.timeGrid(points: steps + 1)
-        let total = grid.dropLast().reduce(0.0) { sum, t in
-            sum + forwardFLOPs(config: config, level: config.level(forTime: t), latentSide: latentSide)
-        }
-        return total / Double(steps)
     }
 
     /// The SiT weights copied into a PPFlow layout; proj1/proj2/linear1/linear2 and the level embedding random.

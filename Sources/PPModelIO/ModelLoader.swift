@@ -1,8 +1,10 @@
 import PPCheckpoint
 import PPJSON
+import PPModel
 import PPTensor
 
-/// A runnable model from any checkpoint the readers accept. Its weights are read where the loader put
+/// A runnable model from any checkpoint the readers accept: checkpoint IO (`PPCheckpoint`) meets the model
+/// (`PPModel`) here, so that the model module only computes. Its weights are read where the loader put
 /// them (float32 tensors of a mapped file are not copied).
 public struct LoadedModel {
     public var checkpoint: LoadedCheckpoint
@@ -20,11 +22,13 @@ public enum ModelLoader {
     /// and fills the parameter layout.
     /// `objective`: what the user says the model predicts, for checkpoints without metadata (it must agree
     /// with metadata that speaks); `requireObjective`: refuse, before the weights are read, a checkpoint
-    /// whose objective is still unknown (the sampler and the trainer need it).
+    /// whose objective is still unknown (the sampler and the trainer need it); `verifyHashes`: check a native
+    /// folder's weights against the sha256 its config.json records (`--no-verify-hash` turns it off).
     public static func load(_ path: String, weights: WeightsChoice? = nil, heads: Int? = nil,
-                            objective: Objective? = nil, requireObjective: Bool = false) throws -> LoadedModel {
+                            objective: Objective? = nil, requireObjective: Bool = false, verifyHashes: Bool = true) throws -> LoadedModel {
         let given = objective == .unknown ? nil : objective
-        var checkpoint = try CheckpointLoader.load(path, weights: weights, requireObjective: requireObjective && given == nil)
+        var checkpoint = try CheckpointLoader.load(path, weights: weights, requireObjective: requireObjective && given == nil,
+                                                   verifyHashes: verifyHashes)
         try checkpoint.applyGivenObjective(given)
         let config = try configuration(of: checkpoint, heads: heads)
         let weights = try ModelWeights(config: config, tensors: try completeTensors(checkpoint, config: config))

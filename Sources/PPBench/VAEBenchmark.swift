@@ -1,5 +1,6 @@
 import PPKernels
 import PPTensor
+import PPVAE
 
 #if canImport(Glibc)
 import Glibc
@@ -44,7 +45,13 @@ public struct VAEBenchmarkReport: Sendable {
 public enum VAEBenchmark {
     public static func run(config: VAEConfig = .stableDiffusion, threads: Int, batch: Int, imageSize: Int,
                            repeats: Int, log: (String) -> Void = { _ in }) throws -> VAEBenchmarkReport {
-        Parallel.setThreads(threads)
+        try Parallel.withThreads(threads) {
+            try measure(config: config, threads: threads, batch: batch, imageSize: imageSize, repeats: repeats, log: log)
+        }
+    }
+
+    private static func measure(config: VAEConfig, threads: Int, batch: Int, imageSize: Int,
+                                repeats: Int, log: (String) -> Void) throws -> VAEBenchmarkReport {
         let f = config.downsamplingFactor
         guard imageSize > 0, imageSize % f == 0, batch > 0, repeats > 0 else {
             throw PPError(.usage, entry: "--size", "image size \(imageSize) must be a positive multiple of \(f); batch and repeats positive")

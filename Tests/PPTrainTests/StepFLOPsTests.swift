@@ -3,7 +3,7 @@ import Foundation
 import PPTrain
 import PPModel
 
-final class TrainBenchmarkTests: XCTestCase {
+final class StepFLOPsTests: XCTestCase {
     /// The FLOP count of a step, by hand for a tiny 2-level model: every product 2·m·n·k, forward once,
     /// backward twice (input and weight gradients) except the patch embedding and t_embedder's first
     /// linear, whose inputs need no gradient.
