@@ -67,11 +67,8 @@ public enum ContainerConversion {
             // The source's hash runs on the second core while the weights are written.
             let sourceHash = BackgroundValue { try sourceSHA256?() }
             let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output, completeConfig: { config in
-                guard let value = try sourceHash.value() ?? nil, var provenance = config["provenance"]?.objectValue,
-                      var source = provenance["source"]?.objectValue, source["sha256"] != nil else { return }
-                source["sha256"] = .string(value)
-                provenance["source"] = .object(source)
-                config["provenance"] = .object(provenance)
+                guard let value = try sourceHash.value() ?? nil else { return }
+                config = FromDiT.recordingSourceHash(value, in: config)
             }, progress: progress)
             return Summary(tensorCount: tensors.count, bytes: tensors.totalBytes, outputSHA256: hash)
         }

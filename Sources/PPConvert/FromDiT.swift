@@ -63,6 +63,17 @@ public enum FromDiT {
         return try ModelWeights(config: result.config, tensors: result.tensors)
     }
 
+    /// `config` (a native config.json) with the source's sha256 in `provenance.source.sha256`.
+    public static func recordingSourceHash(_ sha256: String?, in config: JSONObject) -> JSONObject {
+        var config = config
+        var provenance = config["provenance"]?.objectValue ?? JSONObject()
+        var source = provenance["source"]?.objectValue ?? JSONObject()
+        source["sha256"] = sha256.map { .string($0) } ?? .null
+        provenance["source"] = .object(source)
+        config["provenance"] = .object(provenance)
+        return config
+    }
+
     public static func convert(_ source: LoadedCheckpoint, options: FromDiTOptions, sourceSHA256: String?) throws -> ConversionResult {
         guard options.levels == 2 || options.levels == 3 else {
             throw PPError(.usage, entry: "--levels", "must be 2 or 3, got \(options.levels)")

@@ -62,8 +62,14 @@ public struct FromDiTJob {
     public func run() throws -> Outcome {
         try checkOutput()
         let source = try preloaded?.checkpoint ?? CheckpointLoader.load(sourcePath, weights: weights, verifyHashes: verifyHashes)
-        let sourceHash = try preloaded.map { $0.sha256 } ?? CheckpointLoader.fileSHA256(sourcePath)
-        let result = try FromDiT.convert(source, options: options, sourceSHA256: sourceHash)
+        // The source's sha256 goes only into config.json, written last: when writing, hash the source on
+        // its own thread while the conversion, the verification and the weights (hashed as they are written)
+        // go on, so the two hashes and the write share the two cores instead of following each other.
+        let path = sourcePath, known = preloaded.map { $0.sha256 }
+        let pendingHash = BackgroundValue<String?> { try known ?? CheckpointLoader.fileSHA256(path) }
+        let overlapHash = mode == .write && format == .native
+        var sourceHash = overlapHash ? nil : try pendingHash.value()
+        var result = try FromDiT.convert(source, options: options, sourceSHA256: sourceHash)
         for warning in result.warnings { log("warning: \(warning)") }
         if let objective = result.nativeConfig["objective"]?.stringValue {
             log("objective: \(objective) (from \(result.nativeConfig["provenance"]?["objective_source"]?.stringValue ?? "?"))")
@@ -119,7 +125,12 @@ public struct FromDiTJob {
             for d in result.plan.dropped { log("  drop   \(d.source): \(d.why)") }
             report["written"] = .bool(false)
         case .write:
-            let hash = try write(result, to: out)
+            let hash = try write(result, to: out, sourceHash: overlapHash ? pendingHash : nil)
+            if overlapHash {
+                sourceHash = try pendingHash.value()
+                result.nativeConfig = FromDiT.recordingSourceHash(sourceHash, in: result.nativeConfig)
+                report["source_sha256"] = sourceHash.map { .string($0) } ?? .null
+            }
             report["output_sha256"] = hash.map { .string($0) } ?? .null
             report["written"] = .bool(true)
             log("wrote \(out)")
@@ -134,10 +145,13 @@ public struct FromDiTJob {
     }
 
     /// Writes the converted model; returns the sha256 of the weights file.
-    func write(_ result: ConversionResult, to path: String) throws -> String? {
+    /// `sourceHash`: still being computed; a native config.json records it once it is known.
+    func write(_ result: ConversionResult, to path: String, sourceHash: BackgroundValue<String?>? = nil) throws -> String? {
         switch format {
         case .native:
-            return try NativeCheckpoint.write(tensors: result.tensors, config: result.nativeConfig, to: path)
+            return try NativeCheckpoint.write(tensors: result.tensors, config: result.nativeConfig, to: path, completeConfig: sourceHash.map { pending in
+                { config in config = FromDiT.recordingSourceHash(try pending.value(), in: config) }
+            })
         case .torch:
             try CheckpointWriter.writeTorchStateDict(result.tensors, config: result.nativeConfig, to: path)
             return try NativeCheckpoint.sha256(ofFile: path)
@@ -199,3 +213,4 @@ public struct FromDiTJob {
         return CalibratedInitializer.heldOutSamples(count: data.count, options: calibration)
     }
 }
+

@@ -109,6 +109,28 @@ final class FromDiTTests: XCTestCase {
         }
     }
 
+    /// `ppconvert verify` reads a tensor the converted model shares with its source once: byte-identical
+    /// tensors are taken from the source, any other stays the model's own.
+    func testVerificationSharesOnlyIdenticalTensorsWithTheSource() throws {
+        let source = try CheckpointLoader.load(Paths.fixture("sit.pt"))
+        let result = try convert("sit.pt", levels: 2)
+        var stored = TensorDict()   // as if read back from the written folder: every tensor in memory of its own
+        for (name, tensor) in result.tensors.items { stored[name] = TensorView(floats: tensor.floats(), shape: tensor.shape) }
+        var changed = stored["blocks.1.attn.proj.bias"]!.floats(); changed[3] += 1e-3
+        stored["blocks.1.attn.proj.bias"] = TensorView(floats: changed, shape: [changed.count])
+        let (shared, bytes) = Verification.sharingSource(stored, source: source.tensors)
+        var expected = 0
+        for (name, tensor) in shared.items {
+            let identical = name != "blocks.1.attn.proj.bias" && source.tensors[name].map { $0.floats() == tensor.floats() && $0.shape == tensor.shape } == true
+            XCTAssertEqual(tensor.storage === source.tensors[name]?.storage, identical, name)
+            XCTAssertEqual(tensor.floats(), stored[name]!.floats(), name)
+            if identical { expected += tensor.byteCount }
+        }
+        XCTAssertEqual(bytes, expected)
+        XCTAssertGreaterThan(bytes, 0)
+        XCTAssertTrue(shared["blocks.0.attn.qkv.weight"]!.storage === source.tensors["blocks.0.attn.qkv.weight"]!.storage)
+    }
+
     func testVerificationPassesAtTheFinestLevelAndReportsCoarseDeviation() throws {
         let source = try CheckpointLoader.load(Paths.fixture("sit.pt"))
         let sourceConfig = try ContainerConversion.modelConfig(of: source, heads: 4)
