@@ -58,7 +58,7 @@ let package = Package(
 
         .target(name: "PPFileIO", dependencies: ["COpenSSL"]),
         .target(name: "PPTensor", dependencies: ["PPFileIO"]),
-        .target(name: "PPJSON", dependencies: ["CJSONC", "PPFileIO", "PPTensor"]),
+        .target(name: "PPJSON", dependencies: ["CJSONC", "PPFileIO"]),
         .target(name: "PPSafetensors", dependencies: ["PPFileIO", "PPTensor", "PPJSON"]),
         .target(name: "PPTorchFormat", dependencies: ["PPFileIO", "PPTensor", "CLibZip", "CZlib"]),
         .target(name: "PPCheckpoint", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
@@ -80,7 +80,7 @@ let package = Package(
         .target(name: "PPBench", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPSample", "PPVAE", "PPTrain"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output, and the
         // scope a command runs in (its thread count, the flush to disk).
-        .target(name: "PPCLI", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPKernels"]),
+        .target(name: "PPCLI", dependencies: ["PPFileIO", "PPJSON", "PPKernels"]),
         .target(name: "PPFlowKit", dependencies: [
             "PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
             "PPKernels", "PPModel", "PPModelIO", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
@@ -103,10 +103,10 @@ let package = Package(
         ]),
 
         // Helpers shared by the test targets (fixture paths, scratch folders, assertions).
-        .target(name: "PPTestSupport", dependencies: ["PPFileIO", "PPTensor"], path: "Tests/PPTestSupport"),
+        .target(name: "PPTestSupport", dependencies: ["PPFileIO"], path: "Tests/PPTestSupport"),
         .testTarget(name: "PPFileIOTests", dependencies: ["PPFileIO"]),
         .testTarget(name: "PPTensorTests", dependencies: ["PPTensor"]),
-        .testTarget(name: "PPJSONTests", dependencies: ["PPJSON", "PPFileIO", "PPTensor"]),
+        .testTarget(name: "PPJSONTests", dependencies: ["PPJSON", "PPFileIO"]),
         .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPFileIO", "PPTensor", "PPJSON"]),
         .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTestSupport", "PPTorchFormat", "PPFileIO", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPCheckpointTests", dependencies: ["PPTestSupport", "PPCheckpoint", "PPFileIO", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),

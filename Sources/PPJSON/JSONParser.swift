@@ -1,6 +1,5 @@
 import CJSONC
 import PPFileIO
-import PPTensor
 
 /// Strict JSON reading and deterministic JSON writing.
 public enum JSON {

@@ -1,5 +1,4 @@
 import PPFileIO
-import PPTensor
 import XCTest
 
 import PPJSON

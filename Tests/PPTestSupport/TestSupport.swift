@@ -1,6 +1,5 @@
 // What the test targets share: fixture paths, scratch folders, error and tolerance assertions.
 import PPFileIO
-import PPTensor
 import XCTest
 
 #if canImport(Glibc)
