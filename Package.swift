@@ -5,7 +5,9 @@
 // Layering (bytes -> checkpoint IO -> conversion -> model -> training/sampling -> checkpoint IO):
 //   C shims (COpenBLAS, CLibZip, CZlib for CRC-32, CJSONC, CLibPNG, CJPEG, COpenSSL for SHA-256), each
 //   imported by exactly one Swift module
-//   PPTensor       dtypes, half/bfloat conversions, byte storages (mmap), tensor views, errors
+//   PPFileIO       the one error type (exit codes), byte storages (mmap), atomic outputs and the output rule,
+//                  paths, SHA-256 (OpenSSL), peak memory
+//   PPTensor       dtypes, half/bfloat conversions, tensor views, seeded random numbers
 //   PPJSON         json-c wrapper: JSON values, strict parsing (duplicate keys), deterministic output
 //   PPSafetensors  safetensors reader/writer, sharded sets
 //   PPTorchFormat  zip archives (libzip, zlib's CRC-32), restricted unpickler, torch.save reader and writer
@@ -38,7 +40,7 @@ let package = Package(
         // For other packages: loaders, converter, sampler and trainer (see docs/LIBRARY.md).
         .library(name: "PPFlowKit", targets: [
             "PPFlowKit",
-            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
+            "PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
             "PPKernels", "PPModel", "PPModelIO", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
         ]),
     ],
@@ -54,68 +56,70 @@ let package = Package(
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
-        .target(name: "PPTensor", dependencies: ["COpenSSL"]),
-        .target(name: "PPJSON", dependencies: ["CJSONC", "PPTensor"]),
-        .target(name: "PPSafetensors", dependencies: ["PPTensor", "PPJSON"]),
-        .target(name: "PPTorchFormat", dependencies: ["PPTensor", "CLibZip", "CZlib"]),
-        .target(name: "PPCheckpoint", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .target(name: "PPFileIO", dependencies: ["COpenSSL"]),
+        .target(name: "PPTensor", dependencies: ["PPFileIO"]),
+        .target(name: "PPJSON", dependencies: ["CJSONC", "PPFileIO"]),
+        .target(name: "PPSafetensors", dependencies: ["PPFileIO", "PPTensor", "PPJSON"]),
+        .target(name: "PPTorchFormat", dependencies: ["PPFileIO", "PPTensor", "CLibZip", "CZlib"]),
+        .target(name: "PPCheckpoint", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .target(name: "PPKernels", dependencies: ["COpenBLAS"]),
-        .target(name: "PPImage", dependencies: ["PPTensor", "CLibPNG", "CJPEG"]),
-        .target(name: "PPModel", dependencies: ["PPTensor", "PPKernels"]),
+        .target(name: "PPImage", dependencies: ["PPFileIO", "PPTensor", "CLibPNG", "CJPEG"]),
+        .target(name: "PPModel", dependencies: ["PPFileIO", "PPTensor", "PPKernels"]),
         // Checkpoint IO meets the model here, so that PPModel computes and PPCheckpoint knows no model.
-        .target(name: "PPModelIO", dependencies: ["PPTensor", "PPJSON", "PPCheckpoint", "PPModel"]),
+        .target(name: "PPModelIO", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPCheckpoint", "PPModel"]),
         // The key-mapping table travels inside the binary: Sources/PPConvert/ppflow-from-dit.json is a link to
         // converters/ppflow-from-dit.json (the source of truth), embedded at build time.
-        .target(name: "PPConvert", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPModelIO"],
+        .target(name: "PPConvert", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPModelIO"],
                 resources: [.embedInCode("ppflow-from-dit.json")]),
-        .target(name: "PPVAE", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
-        .target(name: "PPSample", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPImage"]),
-        .target(name: "PPLatents", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPImage", "PPVAE", "PPSample"]),
-        .target(name: "PPTrain", dependencies: ["PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPConvert", "PPLatents", "PPVAE"]),
-        .target(name: "PPEval", dependencies: ["PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSample", "PPTrain"]),
+        .target(name: "PPVAE", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPKernels"]),
+        .target(name: "PPSample", dependencies: ["PPFileIO", "PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPImage"]),
+        .target(name: "PPLatents", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPCheckpoint", "PPImage", "PPVAE", "PPSample"]),
+        .target(name: "PPTrain", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPConvert", "PPLatents", "PPVAE"]),
+        .target(name: "PPEval", dependencies: ["PPFileIO", "PPTensor", "PPSafetensors", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSample", "PPTrain"]),
         // The bench-* subcommands' measurements; timing code stays out of the library modules and PPFlowKit.
-        .target(name: "PPBench", dependencies: ["PPTensor", "PPJSON", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPSample", "PPVAE", "PPTrain"]),
+        .target(name: "PPBench", dependencies: ["PPFileIO", "PPTensor", "PPJSON", "PPTorchFormat", "PPCheckpoint", "PPKernels", "PPModel", "PPSample", "PPVAE", "PPTrain"]),
         // Shared by the three executables: error reporting with exit codes, progress lines, JSON output, and the
         // scope a command runs in (its thread count, the flush to disk).
-        .target(name: "PPCLI", dependencies: ["PPTensor", "PPJSON", "PPKernels"]),
+        .target(name: "PPCLI", dependencies: ["PPFileIO", "PPJSON", "PPKernels"]),
         .target(name: "PPFlowKit", dependencies: [
-            "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
+            "PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat", "PPCheckpoint", "PPImage",
             "PPKernels", "PPModel", "PPModelIO", "PPConvert", "PPSample", "PPVAE", "PPLatents", "PPTrain", "PPEval",
         ]),
 
         .executableTarget(name: "ppconvert", dependencies: [
             "PPCLI", "PPBench",
-            "PPConvert", "PPLatents", "PPTrain", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
+            "PPConvert", "PPLatents", "PPTrain", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPFileIO", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppsample", dependencies: [
             "PPCLI", "PPBench",
-            "PPSample", "PPVAE", "PPLatents", "PPEval", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSafetensors", "PPTensor", "PPJSON",
+            "PPSample", "PPVAE", "PPLatents", "PPEval", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPSafetensors", "PPFileIO", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ppfinetune", dependencies: [
             "PPCLI", "PPBench",
-            "PPTrain", "PPLatents", "PPVAE", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON",
+            "PPTrain", "PPLatents", "PPVAE", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPFileIO", "PPTensor", "PPJSON",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Helpers shared by the test targets (fixture paths, scratch folders, assertions).
-        .target(name: "PPTestSupport", dependencies: ["PPTensor"], path: "Tests/PPTestSupport"),
+        .target(name: "PPTestSupport", dependencies: ["PPFileIO"], path: "Tests/PPTestSupport"),
+        .testTarget(name: "PPFileIOTests", dependencies: ["PPFileIO"]),
         .testTarget(name: "PPTensorTests", dependencies: ["PPTensor"]),
-        .testTarget(name: "PPJSONTests", dependencies: ["PPJSON", "PPTensor"]),
-        .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPTensor", "PPJSON"]),
-        .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTestSupport", "PPTorchFormat", "PPTensor", "PPSafetensors"]),
-        .testTarget(name: "PPCheckpointTests", dependencies: ["PPTestSupport", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
-        .testTarget(name: "PPImageTests", dependencies: ["PPTestSupport", "PPImage", "PPTensor", "PPSafetensors"]),
+        .testTarget(name: "PPJSONTests", dependencies: ["PPJSON", "PPFileIO"]),
+        .testTarget(name: "PPSafetensorsTests", dependencies: ["PPSafetensors", "PPFileIO", "PPTensor", "PPJSON"]),
+        .testTarget(name: "PPTorchFormatTests", dependencies: ["PPTestSupport", "PPTorchFormat", "PPFileIO", "PPTensor", "PPSafetensors"]),
+        .testTarget(name: "PPCheckpointTests", dependencies: ["PPTestSupport", "PPCheckpoint", "PPFileIO", "PPTensor", "PPSafetensors", "PPTorchFormat", "PPJSON"]),
+        .testTarget(name: "PPImageTests", dependencies: ["PPTestSupport", "PPImage", "PPFileIO", "PPTensor", "PPSafetensors"]),
         .testTarget(name: "PPKernelsTests", dependencies: ["PPTestSupport", "PPKernels", "COpenBLAS"]),
-        .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPImage", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
-        .testTarget(name: "PPLatentsTests", dependencies: ["PPTestSupport", "PPLatents", "PPImage", "PPVAE", "PPSample", "PPModel", "PPCheckpoint", "PPTensor", "PPSafetensors", "PPJSON"]),
-        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPModelIO", "PPKernels", "PPCheckpoint", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPModelTests", dependencies: ["PPTestSupport", "PPModel", "PPKernels", "PPCheckpoint", "PPFileIO", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPConvertTests", dependencies: ["PPTestSupport", "PPConvert", "PPCheckpoint", "PPModel", "PPModelIO", "PPKernels", "PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPSampleTests", dependencies: ["PPTestSupport", "PPSample", "PPImage", "PPModel", "PPCheckpoint", "PPFileIO", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPVAETests", dependencies: ["PPTestSupport", "PPVAE", "PPKernels", "PPCheckpoint", "PPFileIO", "PPTensor", "PPSafetensors", "PPTorchFormat"]),
+        .testTarget(name: "PPLatentsTests", dependencies: ["PPTestSupport", "PPLatents", "PPImage", "PPVAE", "PPSample", "PPModel", "PPCheckpoint", "PPFileIO", "PPTensor", "PPSafetensors", "PPJSON"]),
+        .testTarget(name: "PPTrainTests", dependencies: ["PPTestSupport", "PPTrain", "PPConvert", "PPModel", "PPModelIO", "PPKernels", "PPCheckpoint", "PPFileIO", "PPTensor", "PPJSON", "PPSafetensors", "PPTorchFormat"]),
         .testTarget(name: "PPBenchTests", dependencies: ["PPTestSupport", "PPBench", "PPModel"]),
-        .testTarget(name: "PPEvalTests", dependencies: ["PPTestSupport", "PPEval", "PPKernels", "PPSample", "PPModel", "PPTensor", "PPJSON", "PPSafetensors"]),
+        .testTarget(name: "PPEvalTests", dependencies: ["PPTestSupport", "PPEval", "PPKernels", "PPSample", "PPModel", "PPFileIO", "PPTensor", "PPJSON", "PPSafetensors"]),
     ],
     // Swift 5 language mode: the numeric code shares buffers across threads deliberately (disjoint
     // ranges), which strict Swift 6 checking cannot see.

@@ -1,4 +1,5 @@
 import PPCheckpoint
+import PPFileIO
 import PPJSON
 import PPModel
 import PPTensor

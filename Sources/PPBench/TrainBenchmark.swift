@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dispatch
+import PPFileIO
 import PPKernels
 import PPModel
 import PPTensor

@@ -1,6 +1,6 @@
+import PPFileIO
 import PPJSON
 import PPKernels
-import PPTensor
 
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPJSON
 import PPSafetensors
 import PPTensor

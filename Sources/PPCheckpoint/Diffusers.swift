@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// diffusers' `DiTTransformer2DModel` layout mapped back to the original DiT key names

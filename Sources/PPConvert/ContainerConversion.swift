@@ -1,5 +1,6 @@
 import Dispatch
 import PPCheckpoint
+import PPFileIO
 import PPJSON
 import PPModel
 import PPModelIO

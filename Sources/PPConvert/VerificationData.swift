@@ -1,3 +1,4 @@
+import PPFileIO
 import PPSafetensors
 import PPTensor
 

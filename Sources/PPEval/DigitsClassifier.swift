@@ -1,4 +1,5 @@
 import Foundation
+import PPFileIO
 import PPKernels
 import PPSafetensors
 import PPTensor

@@ -1,5 +1,6 @@
 import Foundation
 import PPCheckpoint
+import PPFileIO
 import PPKernels
 import PPModel
 import PPSample

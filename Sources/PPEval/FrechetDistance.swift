@@ -1,3 +1,4 @@
+import PPFileIO
 import PPKernels
 import PPTensor
 

@@ -1,6 +1,7 @@
 // The library product's one import: `import PPFlowKit` gives a client package the toolkit's library
 // modules, from the checkpoint readers to the trainer, without naming each (see docs/LIBRARY.md).
 // The command-line modules (PPCLI and the executables) are not part of it.
+@_exported import PPFileIO
 @_exported import PPTensor
 @_exported import PPJSON
 @_exported import PPSafetensors

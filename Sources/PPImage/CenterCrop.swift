@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// The official training code's image preparation (ADM's `center_crop_arr`, used by DiT, SiT and

@@ -1,5 +1,6 @@
 import CJPEG
 import CLibPNG
+import PPFileIO
 import PPTensor
 
 #if canImport(Glibc)

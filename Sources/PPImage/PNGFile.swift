@@ -1,4 +1,5 @@
 import CLibPNG
+import PPFileIO
 import PPTensor
 
 #if canImport(Glibc)

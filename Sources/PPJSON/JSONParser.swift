@@ -1,5 +1,5 @@
 import CJSONC
-import PPTensor
+import PPFileIO
 
 /// Strict JSON reading and deterministic JSON writing.
 public enum JSON {

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPImage
 import PPJSON
 import PPSafetensors

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPImage
 import PPSafetensors
 import PPTensor

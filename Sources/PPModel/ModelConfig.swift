@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// Which sinusoidal time features the timestep embedder was trained with.

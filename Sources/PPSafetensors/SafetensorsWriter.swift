@@ -1,4 +1,5 @@
 import Dispatch
+import PPFileIO
 import PPJSON
 import PPTensor
 

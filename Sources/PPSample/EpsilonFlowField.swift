@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// Samples a DDPM epsilon network (DiT) as a flow model through the exact change of variables of

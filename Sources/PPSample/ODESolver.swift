@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// Fixed-grid ODE solvers as torchdiffeq runs them on `torch.linspace(0, 1, points)` (the official

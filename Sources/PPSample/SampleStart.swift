@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// What a sampling run starts from: noise z [B, C, S, S] and labels y [B].

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// Model evaluations spent by a sampler (one evaluation = one sample through the network once), and the

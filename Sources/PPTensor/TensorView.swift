@@ -1,3 +1,5 @@
+import PPFileIO
+
 /// A tensor as a checkpoint stores it: dtype, shape and element strides over a byte storage that
 /// may be a file mapping. Nothing is decoded until asked, so listing a checkpoint reads only headers.
 /// Bytes are little-endian (the only byte order the readers accept).

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// A `torch.save` zip archive, read without executing anything: the unpickled root value, with

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// What the torch.save writer can store: the values `torch.load(weights_only=True)` accepts.

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// The byte layout torch's miniz writer produces (formats.md §5.2), as pure functions so that the

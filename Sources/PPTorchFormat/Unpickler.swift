@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// Gives the unpickler the bytes of a `data/<key>` storage record.

@@ -1,4 +1,5 @@
 import CLibZip
+import PPFileIO
 import PPTensor
 
 /// One file inside a zip archive, as its central directory describes it (after checks).

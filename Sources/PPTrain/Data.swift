@@ -1,3 +1,4 @@
+import PPFileIO
 import PPLatents
 import PPSafetensors
 import PPTensor

@@ -1,6 +1,7 @@
 // Module PPTrain: the training engine (pyramid flow-matching loss, hand-written backward, AdamW, EMA).
 // PPSafetensors and PPTorchFormat reach PPTrain through PPCheckpoint's dependencies; `TensorFiles`
 // wraps the little of them that training and its tests need.
+import PPFileIO
 import PPSafetensors
 import PPTorchFormat
 import PPTensor

@@ -1,4 +1,5 @@
 import PPConvert
+import PPFileIO
 import PPJSON
 import PPModelIO
 import PPTensor

@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 
 /// Every parameter of an `AutoencoderKL` under its diffusers name, with its shape, in the order of

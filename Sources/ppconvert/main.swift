@@ -5,6 +5,7 @@ import ArgumentParser
 import PPBench
 import PPCheckpoint
 import PPCLI
+import PPFileIO
 import PPKernels
 import PPLatents
 import PPConvert

@@ -1,5 +1,6 @@
 import ArgumentParser
 import PPCLI
+import PPFileIO
 import PPKernels
 import PPLatents
 import PPTensor

@@ -3,6 +3,7 @@ import Foundation
 import PPCheckpoint
 import PPCLI
 import PPEval
+import PPFileIO
 import PPJSON
 import PPKernels
 import PPModel

@@ -1,6 +1,7 @@
 import ArgumentParser
 import PPBench
 import PPCLI
+import PPFileIO
 import PPJSON
 import PPKernels
 import PPSafetensors

@@ -2,6 +2,7 @@ import ArgumentParser
 import PPBench
 import PPCheckpoint
 import PPCLI
+import PPFileIO
 import PPJSON
 import PPKernels
 import PPLatents

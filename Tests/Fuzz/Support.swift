@@ -1,4 +1,5 @@
 // Shared by the fuzz entry files (compiled into each target).
+import PPFileIO
 import PPTensor
 
 /// The bytes libFuzzer hands over, copied into a heap storage of exactly their size, so that any read

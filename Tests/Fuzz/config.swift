@@ -2,6 +2,7 @@
 // file as the config.json of a folder holding a small real PPFlow model: native-folder, diffusers and
 // sidecar interpretation, and the model configuration the loaders derive from it.
 @testable import PPCheckpoint
+import PPFileIO
 import PPJSON
 import PPModel
 import PPModelIO

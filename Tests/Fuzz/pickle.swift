@@ -1,5 +1,6 @@
 // libFuzzer target: the restricted unpickler, then what the loaders do with its result
 // (state-dict discovery, summaries of non-tensor entries, Namespace attributes).
+import PPFileIO
 @testable import PPTorchFormat
 import PPTensor
 

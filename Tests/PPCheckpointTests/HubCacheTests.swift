@@ -1,4 +1,5 @@
 import PPCheckpoint
+import PPFileIO
 import PPTensor
 import PPTorchFormat
 import XCTest

@@ -1,5 +1,6 @@
 import PPCheckpoint
 @testable import PPConvert
+import PPFileIO
 import PPJSON
 import PPTensor
 import PPTorchFormat

@@ -1,5 +1,6 @@
 import Foundation
 import PPCheckpoint
+import PPFileIO
 import PPJSON
 import PPTensor
 import PPTorchFormat

@@ -1,5 +1,6 @@
 import PPCheckpoint
 import PPConvert
+import PPFileIO
 import PPJSON
 import PPSafetensors
 import PPTensor

@@ -1,4 +1,5 @@
 import Foundation
+import PPFileIO
 import PPJSON
 import PPKernels
 import PPSafetensors

@@ -1,6 +1,7 @@
 // PPImage against Pillow: decoded pixels and center crops equal to the arrays Pillow wrote
 // (Tests/Fixtures/images/reference.safetensors, made by scripts/make-image-fixtures.py).
 @_exported import PPTestSupport
+import PPFileIO
 import PPImage
 import PPSafetensors
 import PPTensor

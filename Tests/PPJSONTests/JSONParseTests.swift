@@ -1,4 +1,4 @@
-import PPTensor
+import PPFileIO
 import XCTest
 
 import PPJSON

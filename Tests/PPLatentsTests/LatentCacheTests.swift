@@ -1,4 +1,5 @@
 import Foundation
+import PPFileIO
 import PPImage
 import PPJSON
 @testable import PPLatents

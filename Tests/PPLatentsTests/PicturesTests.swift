@@ -1,4 +1,5 @@
 import Foundation
+import PPFileIO
 import PPImage
 @testable import PPLatents
 import PPSafetensors

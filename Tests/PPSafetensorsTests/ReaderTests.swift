@@ -1,3 +1,4 @@
+import PPFileIO
 import PPTensor
 import XCTest
 

@@ -1,3 +1,4 @@
+import PPFileIO
 import XCTest
 import PPModel
 import PPTensor

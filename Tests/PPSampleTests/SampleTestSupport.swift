@@ -1,4 +1,5 @@
 @_exported import PPTestSupport
+import PPFileIO
 import XCTest
 import PPTensor
 import PPSafetensors

@@ -1,5 +1,5 @@
 // What the test targets share: fixture paths, scratch folders, error and tolerance assertions.
-import PPTensor
+import PPFileIO
 import XCTest
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import PPFileIO
 import PPTensor
 @testable import PPTorchFormat
 import XCTest

@@ -1,4 +1,5 @@
 import Foundation
+import PPFileIO
 import XCTest
 import PPJSON
 import PPModel

@@ -23,10 +23,9 @@ do {
 
     // The source as a runnable model (pos_embed and other computed tensors filled in).
     let sourceConfig = try ModelLoader.configuration(of: source)
-    let sourceParameters = try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
-    let ppflowParameters = try ModelParameters(config: converted.config, tensors: converted.tensors)
-    let verification = Verification(source: sourceConfig, sourceParameters: sourceParameters,
-                                    ppflow: converted.config, ppflowParameters: ppflowParameters)
+    let sourceWeights = try ModelWeights(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
+    let ppflowWeights = try ModelWeights(config: converted.config, tensors: converted.tensors)
+    let verification = Verification(source: sourceWeights, ppflow: ppflowWeights)
     verification.lines().forEach { print($0) }
     guard verification.passed else {
         print("the finest level does not reproduce the source")
@@ -34,7 +33,7 @@ do {
     }
 
     // One digit per class: the converted model's velocity field, guided per level, Heun on 16 grid points.
-    let model = Model(config: converted.config, parameters: ppflowParameters)
+    let model = Model(weights: ppflowWeights)
     let guidance = Guidance(scales: options.resolvedCFGScales.map(Float.init))
     let field = try SampleFields.field(model: model, objective: source.objective, guidance: guidance)
     let classes = converted.config.numClasses

@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-@testable import PPTensor
+@testable import PPFileIO
 
 final class SHA256Tests: XCTestCase {
     private var folder = ""

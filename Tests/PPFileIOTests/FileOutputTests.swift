@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-@testable import PPTensor
+@testable import PPFileIO
 
 private struct FillFailed: Error {}
 
