@@ -43,7 +43,7 @@ public enum ContainerConversion {
     }
 
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
-                           sourceSHA256: (() throws -> String?)? = nil, heads: Int? = nil,
+                           sourceSHA256: (@Sendable () throws -> String?)? = nil, heads: Int? = nil,
                            progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
         // Container-only formats need no configuration unless keys must be computed (diffusers' pos_embed).
         let complete = source.computedKeys.isEmpty ? source.tensors
@@ -79,11 +79,14 @@ public enum ContainerConversion {
 }
 
 /// A value computed on another thread; `value()` waits for it (and rethrows its error).
-final class BackgroundValue<T>: @unchecked Sendable {
+/// `@unchecked Sendable` because `result` is written on the worker and read by `value()` without a lock:
+/// the worker writes it once and then leaves the group, and `value()` reads it only after `done.wait()`
+/// returns, which the group orders after that leave, so the write happens before every read.
+final class BackgroundValue<T: Sendable>: @unchecked Sendable {
     private var result: Result<T, Error>?
     private let done = DispatchGroup()
 
-    init(_ compute: @escaping () throws -> T) {
+    init(_ compute: @escaping @Sendable () throws -> T) {
         done.enter()
         DispatchQueue.global().async {
             self.result = Result { try compute() }
