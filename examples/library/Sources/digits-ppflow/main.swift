@@ -25,8 +25,8 @@ do {
     let sourceConfig = try ModelLoader.configuration(of: source)
     let sourceParameters = try ModelParameters(config: sourceConfig, tensors: try ModelLoader.completeTensors(source, config: sourceConfig))
     let ppflowParameters = try ModelParameters(config: converted.config, tensors: converted.tensors)
-    let verification = Verification(source: sourceConfig, sourceParameters: sourceParameters,
-                                    ppflow: converted.config, ppflowParameters: ppflowParameters)
+    let verification = Verification(source: ModelWeights(parameters: sourceParameters),
+                                    ppflow: ModelWeights(parameters: ppflowParameters))
     verification.lines().forEach { print($0) }
     guard verification.passed else {
         print("the finest level does not reproduce the source")
