@@ -52,7 +52,9 @@ for t in "${targets[@]}"; do GRAPH[$t]=$(python3 scripts/package-graph.py "Tests
 all_lines=$(printf '%s\n' "${GRAPH[@]}")
 systems=$(echo "$all_lines" | awk '$1 == "system" { print $2 }' | sort -u)
 pkgs=$(echo "$all_lines" | awk '$1 == "system" && NF > 2 { print $3 }' | sort -u)
-SWIFTFLAGS=(-O -g -parse-as-library -swift-version 5 -enable-testing -I "$M")
+# Each module in its own Swift language mode, the entry files in the package's (all from Package.swift).
+language=$(echo "$all_lines" | awk '$1 == "language" { print $2; exit }')
+SWIFTFLAGS=(-O -g -parse-as-library -enable-testing -I "$M")
 for name in $systems; do SWIFTFLAGS+=(-I "Sources/$name"); done
 # shellcheck disable=SC2086
 for flag in $(pkg-config --cflags-only-I $pkgs); do SWIFTFLAGS+=(-Xcc "$flag"); done
@@ -86,16 +88,17 @@ build_module() {
   local stale=0
   local extra; extra=$(resources_for "$name")
   [ -f "$obj" ] || stale=1
-  for f in Sources/$name/*.swift $extra "$@"; do [ "$f" -nt "$obj" ] && stale=1; done
+  for f in Sources/$name/*.swift $extra Package.swift "$@"; do [ "$f" -nt "$obj" ] && stale=1; done
   if [ $stale -eq 1 ]; then
     echo "building $name" >&2
     # shellcheck disable=SC2086
-    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -module-name "$name" -wmo -emit-module -emit-module-path "$M/$name.swiftmodule" \
+    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -swift-version "$(mode_of "$name")" -module-name "$name" -wmo -emit-module -emit-module-path "$M/$name.swiftmodule" \
       -emit-object -o "$obj" Sources/$name/*.swift $extra
   fi
 }
 
 modules_for() { echo "${GRAPH[$1]}" | awk '$1 == "module" { print $2 }'; }
+mode_of() { echo "$all_lines" | awk -v n="$1" '$1 == "module" && $2 == n { print $3; exit }'; }
 
 build_modules() {
   local t name built=""
@@ -127,7 +130,7 @@ build_target() {
   if [ $stale -eq 1 ]; then
     echo "linking fuzz-$t" >&2
     # shellcheck disable=SC2086
-    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -module-name Fuzz$t Tests/Fuzz/$t.swift Tests/Fuzz/Support.swift $objs \
+    swiftc "${SWIFTFLAGS[@]}" "${SAN[@]}" -swift-version "$language" -module-name Fuzz$t Tests/Fuzz/$t.swift Tests/Fuzz/Support.swift $objs \
       -o "$exe" $(libraries_for "$t") 2>&1 \
       | { grep -v "Cannot export local symbol" || true; } >&2
   fi

@@ -6,8 +6,9 @@ resources to embed.
 
     scripts/package-graph.py FILE.swift ...
 
-Prints one line per item: `module NAME`, `system NAME PKGCONFIG`, `resource NAME FILE` (FILE relative to
-the repository). Standard library only; reads the package with `swift package dump-package`.
+Prints one line per item: `language MODE` (the package's Swift language mode, for files outside its targets),
+`module NAME MODE` (MODE: the module's Swift language mode), `system NAME PKGCONFIG`, `resource NAME FILE`
+(FILE relative to the repository). Standard library only; reads the package with `swift package dump-package`.
 """
 import json
 import os
@@ -23,6 +24,16 @@ def main():
     package = json.loads(subprocess.run(["swift", "package", "dump-package"], cwd=ROOT, check=True,
                                         capture_output=True, text=True).stdout)
     targets = {t["name"]: t for t in package["targets"]}
+
+    # The package's mode: the newest of swiftLanguageModes (dumped as ["6"]), else the tools version's (6).
+    modes = package.get("swiftLanguageModes") or package.get("swiftLanguageVersions") or ["6"]
+    package_mode = max(modes, key=lambda m: [int(p) for p in m.split(".")])
+
+    def language_mode(target):  # a target's .swiftLanguageMode(...) setting (dumped as {"_0": "5"}), else the package's
+        for setting in target.get("settings", []):
+            if setting.get("tool") == "swift" and "swiftLanguageMode" in setting.get("kind", {}):
+                return setting["kind"]["swiftLanguageMode"]["_0"]
+        return package_mode
 
     def dependencies(name):
         out = []
@@ -47,12 +58,13 @@ def main():
 
     for name in sorted(roots):
         visit(name)
+    print(f"language {package_mode}")
     for name in order:
         t = targets[name]
         if t["type"] == "system":
             print(f"system {name} {t.get('pkgConfig') or ''}".rstrip())
         else:
-            print(f"module {name}")
+            print(f"module {name} {language_mode(t)}")
             for resource in t.get("resources", []):
                 print(f"resource {name} {os.path.join('Sources', name, resource['path'])}")
 

@@ -6,7 +6,10 @@ import PPTensor
 import PPTorchFormat
 
 #if canImport(Glibc)
-import Glibc
+// Glibc declares environ as a mutable C global, which Swift 6 rejects as shared mutable state
+// (swiftlang/swift#75601). It changes only in setenv, which the toolkit calls once, first thing in main
+// (BLASCore.useCPUKernels) before any other thread runs, so reading it here races with nothing.
+@preconcurrency import Glibc
 #endif
 
 /// `ppconvert bench-io`: convert an XL-size torch checkpoint to a native folder and compare the wall

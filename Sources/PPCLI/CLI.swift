@@ -3,7 +3,10 @@ import PPJSON
 import PPKernels
 
 #if canImport(Glibc)
-import Glibc
+// Glibc declares stdout and stderr as mutable C globals, which Swift 6 rejects as shared mutable state
+// (swiftlang/swift#75601). The C runtime sets them before main and nothing assigns them afterwards, so
+// this file reads them as the constants they are in practice.
+@preconcurrency import Glibc
 #endif
 
 /// What the command-line front ends share: one-line errors with sysexits-style codes, progress that

@@ -60,7 +60,7 @@ public enum KeyLayout: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// Where a checkpoint's weights came from and what is known about them.
-public struct LoadedCheckpoint: @unchecked Sendable {
+public struct LoadedCheckpoint: Sendable {
     /// The path the user gave.
     public var path: String
     /// How the weights are stored, outermost first, e.g. ["zip archive", "torch.save"].

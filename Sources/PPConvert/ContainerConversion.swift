@@ -44,7 +44,7 @@ public enum ContainerConversion {
     }
 
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,
-                           sourceSHA256: (() throws -> String?)? = nil, heads: Int? = nil,
+                           sourceSHA256: (@Sendable () throws -> String?)? = nil, heads: Int? = nil,
                            progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
         // Container-only formats need no configuration unless keys must be computed (diffusers' pos_embed).
         let complete = source.computedKeys.isEmpty ? source.tensors
@@ -67,6 +67,7 @@ public enum ContainerConversion {
             let native = try nativeConfig(of: source, heads: heads)
             // The source's hash runs on the second core while the weights are written.
             let sourceHash = BackgroundValue { try sourceSHA256?() }
+            defer { sourceHash.finish() }
             let hash = try NativeCheckpoint.write(tensors: tensors, config: native, to: output, completeConfig: { config in
                 guard let value = try sourceHash.value() ?? nil else { return }
                 config = FromDiT.recordingSourceHash(value, in: config)
@@ -77,11 +78,14 @@ public enum ContainerConversion {
 }
 
 /// A value computed on another thread; `value()` waits for it (and rethrows its error).
-final class BackgroundValue<T>: @unchecked Sendable {
+/// `@unchecked Sendable` because `result` is written on the worker and read by `value()` without a lock:
+/// the worker writes it once and then leaves the group, and `value()` reads it only after `done.wait()`
+/// returns, which the group orders after that leave, so the write happens before every read.
+final class BackgroundValue<T: Sendable>: @unchecked Sendable {
     private var result: Result<T, Error>?
     private let done = DispatchGroup()
 
-    init(_ compute: @escaping () throws -> T) {
+    init(_ compute: @escaping @Sendable () throws -> T) {
         done.enter()
         DispatchQueue.global().async {
             self.result = Result { try compute() }
@@ -93,4 +97,9 @@ final class BackgroundValue<T>: @unchecked Sendable {
         done.wait()
         return try result!.get()
     }
+
+    /// Waits for the worker, whatever it gave. Callers that may leave early (an error) call it on the way
+    /// out: a command exits right after, and exit() running OpenSSL's cleanup under a hash still in
+    /// progress on the worker crashed the process (SIGILL) instead of ending it with the error's exit code.
+    func finish() { done.wait() }
 }

@@ -37,7 +37,7 @@ public struct ConversionPlan: Sendable {
     public var outputBytes = 0
 }
 
-public struct ConversionResult: @unchecked Sendable {
+public struct ConversionResult: Sendable {
     public var tensors: TensorDict          // official PPFlow key order
     public var config: ModelConfig           // the PPFlow model's configuration
     public var nativeConfig: JSONObject      // config.json for a native folder (without model_sha256)

@@ -68,6 +68,7 @@ public struct FromDiTJob {
         // go on, so the two hashes and the write share the two cores instead of following each other.
         let path = sourcePath, known = preloaded.map { $0.sha256 }
         let pendingHash = BackgroundValue<String?> { try known ?? CheckpointLoader.fileSHA256(path) }
+        defer { pendingHash.finish() }
         let overlapHash = mode == .write && format == .native
         var sourceHash = overlapHash ? nil : try pendingHash.value()
         var result = try FromDiT.convert(source, options: options, sourceSHA256: sourceHash)

@@ -6,7 +6,10 @@ import PPModelIO
 import PPTensor
 
 #if canImport(Glibc)
-import Glibc
+// Glibc declares stderr as a mutable C global, which Swift 6 rejects as shared mutable state
+// (swiftlang/swift#75601). The C runtime sets it before main and nothing assigns it afterwards, so
+// this file reads it as the constant it is in practice.
+@preconcurrency import Glibc
 #endif
 
 /// `ppconvert migrate`: converts every DiT/SiT checkpoint in a folder (a trainer's `checkpoints/`, a

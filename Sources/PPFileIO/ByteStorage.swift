@@ -6,7 +6,9 @@ import Darwin
 
 /// Bytes that tensors point into: a read-only memory mapping of a file (so a 2.7 GB checkpoint costs
 /// no resident memory until it is read), or a heap block the storage owns (decompressed zip entries,
-/// tensors built in memory). Immutable after creation, so it is safe to share between threads.
+/// tensors built in memory). Immutable after creation, so it is safe to share between threads; `@unchecked`
+/// only because the compiler cannot see that through the raw pointer and the release closure (which runs
+/// once, in deinit, when no other reference is left).
 public final class ByteStorage: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     /// Where the bytes came from, for error messages.

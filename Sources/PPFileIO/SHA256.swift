@@ -10,6 +10,8 @@ import Darwin
 /// checkpoints are hashed on every conversion, so this is a maintained implementation that uses the CPU's
 /// SHA extensions (or its vector units) rather than code of our own.
 /// Streams: feed any number of chunks, then `finish()`. A value type: a copy hashes on independently.
+/// `@unchecked Sendable` because of the OpenSSL context class: it is copied before a shared context is
+/// changed (copy on write), so a value sent to another thread never changes a context this one uses.
 public struct SHA256: @unchecked Sendable {
     /// The OpenSSL context, owned by one value at a time (copied before a shared one is changed).
     private final class Context {

@@ -28,7 +28,7 @@ public enum PNGFile {
         }
         defer { free(output) }
         guard code == 0, let output else {
-            throw PPError(.io, "PNG encoding failed: \(String(cString: message))")
+            throw PPError(.io, "PNG encoding failed: \(message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })")
         }
         return Array(UnsafeBufferPointer(start: output, count: count))
     }

@@ -4,7 +4,7 @@ import PPTensor
 
 /// Named views into one flat Float buffer, in `parameterShapes` order: forward, backward, optimizer
 /// moments and writers all share this layout.
-public final class ParameterLayout: @unchecked Sendable {
+public final class ParameterLayout: Sendable {
     public let names: [String]
     public let offsets: [Int]
     public let shapes: [[Int]]
@@ -42,6 +42,9 @@ public final class ParameterLayout: @unchecked Sendable {
     }
 }
 
+/// `@unchecked Sendable` although `values` is mutable: parameters move between threads (a model built on
+/// one thread, evaluated or trained on another, the kernels' workers reading disjoint rows), but they are
+/// changed by one owner at a time (an initializer, a trainer's step) and never while a forward pass reads them.
 public final class ModelParameters: @unchecked Sendable {
     public let config: ModelConfig
     public let layout: ParameterLayout
@@ -122,6 +125,8 @@ public final class ModelParameters: @unchecked Sendable {
 /// tensors, a float32, contiguous, aligned tensor is used where it lies (a memory-mapped file: nothing is
 /// copied, and converted models share their source's unchanged tensors); any other tensor (f16, bf16,
 /// strided) is converted into a buffer of its own. Built from `ModelParameters`, it reads their flat buffer.
+/// `@unchecked Sendable`: the pointers are immutable after init and only read (by any number of threads);
+/// the buffers they point into are kept alive by `views`, `flat` or owned (`converted`, freed in deinit).
 public final class ModelWeights: @unchecked Sendable {
     public let config: ModelConfig
     public let layout: ParameterLayout

@@ -74,7 +74,7 @@ public enum SafetensorsWriter {
                              progress: ((Int, Int) -> Void)? = nil) throws -> String {
         let plan = try layout(tensors, metadata: metadata, origin: path)
         let file = try FileOutput.PendingFile(path: path)
-        var hasher = SHA256()
+        let hasher = OverlappedSHA256()
         try file.write(plan.prefix)
         hasher.update(plan.prefix)
         let chunk = 32 << 20
@@ -84,10 +84,9 @@ public enum SafetensorsWriter {
                 while offset < bytes.count {
                     let piece = UnsafeRawBufferPointer(rebasing: bytes[offset ..< min(offset + chunk, bytes.count)])
                     // Hash this piece on another thread while this one writes it.
-                    let hashed = DispatchGroup()
-                    DispatchQueue.global().async(group: hashed) { hasher.update(piece) }
+                    hasher.start(piece)
                     let written = Result { try file.write(piece) }
-                    hashed.wait()
+                    hasher.wait()
                     try written.get()
                     offset += piece.count
                 }
@@ -114,4 +113,32 @@ public enum SafetensorsWriter {
         if let bytes = t.contiguousBytes { return try body(bytes) }
         return try t.rowMajorBytes().withUnsafeBytes(body)
     }
+}
+
+/// A SHA-256 that hashes one piece on a dispatch worker while the calling thread writes the same piece.
+/// `@unchecked Sendable` because the hasher and the piece are handed between two threads by hand, never used
+/// by both at once: `start` stores the piece and only then dispatches the update (dispatching orders the
+/// store before the worker runs), and the caller calls nothing else until `wait()` returns, which the
+/// group's leave/wait pair orders after the worker's update. Both threads only read the piece's bytes,
+/// which the caller keeps alive and unchanged until `wait()` returns.
+private final class OverlappedSHA256: @unchecked Sendable {
+    private var hasher = SHA256()
+    private var piece = UnsafeRawBufferPointer(start: nil, count: 0)
+    private let group = DispatchGroup()
+
+    /// Hashes `bytes` on the calling thread (no piece may be in flight).
+    func update(_ bytes: [UInt8]) { hasher.update(bytes) }
+
+    /// Starts hashing `bytes` on another thread; call `wait()` before anything else.
+    func start(_ bytes: UnsafeRawBufferPointer) {
+        piece = bytes
+        DispatchQueue.global().async(group: group) { self.hasher.update(self.piece) }
+    }
+
+    func wait() {
+        group.wait()
+        piece = UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+
+    func finishHex() -> String { hasher.finishHex() }
 }

@@ -3,7 +3,7 @@ import PPFileIO
 /// A tensor as a checkpoint stores it: dtype, shape and element strides over a byte storage that
 /// may be a file mapping. Nothing is decoded until asked, so listing a checkpoint reads only headers.
 /// Bytes are little-endian (the only byte order the readers accept).
-public struct TensorView: @unchecked Sendable {
+public struct TensorView: Sendable {
     public let dtype: DType
     public let shape: [Int]
     /// Element strides (PyTorch semantics); row-major for safetensors.
@@ -239,7 +239,7 @@ public struct TensorView: @unchecked Sendable {
 }
 
 /// Named tensors in a stable order (the order the file stored them, or the order they were added).
-public struct TensorDict: @unchecked Sendable {
+public struct TensorDict: Sendable {
     public private(set) var names: [String] = []
     private var index: [String: Int] = [:]
     private var views: [TensorView] = []

@@ -2,6 +2,10 @@ import PPTensor
 
 /// A list, set or dict made by the unpickler. Classes, so that a container memoized and then mutated
 /// (APPEND/SETITEM after BINPUT) is seen the same everywhere it is referenced, as in Python.
+/// `@unchecked Sendable` (as are PickleDict and PickleObject), so that a parsed checkpoint can move between
+/// threads: the unpickler fills the containers on the one thread it runs on, before it returns the value,
+/// and the toolkit only reads them after that. Code that changes a shared list's `items` must not do so
+/// while another thread reads it.
 public final class PickleList: @unchecked Sendable {
     public var items: [PickleValue]
     /// Nesting depth including this container (bounded by the unpickler).
@@ -9,6 +13,7 @@ public final class PickleList: @unchecked Sendable {
     init(_ items: [PickleValue] = []) { self.items = items }
 }
 
+/// `@unchecked Sendable`: filled by the unpickler before it returns, read only afterwards (see PickleList).
 public final class PickleDict: @unchecked Sendable {
     /// Items in insertion order; keys may be strings, ints, tuples...
     public private(set) var items: [(key: PickleValue, value: PickleValue)]
@@ -46,6 +51,7 @@ public final class PickleDict: @unchecked Sendable {
 
 /// An instance of an allow-listed class that is kept as inert data (argparse.Namespace):
 /// the constructor arguments and whatever BUILD set as state. Nothing is ever called.
+/// `@unchecked Sendable`: its state is set by the unpickler before it returns, read only afterwards.
 public final class PickleObject: @unchecked Sendable {
     public let className: String
     public let args: [PickleValue]
@@ -61,14 +67,14 @@ public final class PickleObject: @unchecked Sendable {
 }
 
 /// A tensor `torch._utils._rebuild_tensor_v2` would build: a view into a `data/<key>` record.
-public struct TorchTensorRef: @unchecked Sendable {
+public struct TorchTensorRef: Sendable {
     public let storageKey: String
     public let requiresGrad: Bool
     public let view: TensorView
 }
 
 /// What a restricted unpickle produces. Containers are references (see PickleList).
-public indirect enum PickleValue: @unchecked Sendable {
+public indirect enum PickleValue: Sendable {
     case none
     case bool(Bool)
     case int(Int64)

@@ -3,7 +3,7 @@ import PPTensor
 
 /// A `torch.save` zip archive, read without executing anything: the unpickled root value, with
 /// tensors as views into the archive's `data/<key>` records (no copies for stored records).
-public struct TorchCheckpoint: @unchecked Sendable {
+public struct TorchCheckpoint: Sendable {
     public let path: String
     public let root: PickleValue
     /// The archive's top folder (`sit` for `sit.pt`, `archive` for buffers).

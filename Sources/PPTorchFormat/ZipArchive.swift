@@ -23,6 +23,9 @@ public struct ZipEntry: Sendable, Equatable {
 /// directory and local headers are also parsed here because libzip does not expose where a stored
 /// entry's bytes begin, and those offsets are what lets tensors point into the mapping without copies.
 /// Not safe for concurrent `contents(of:)` calls on compressed entries (one libzip handle).
+/// `@unchecked Sendable` so that an archive (and the tensors mapped from it) can move to another thread:
+/// everything but the libzip handle is immutable, and the handle is used by one thread at a time (the
+/// readers inflate entries while they load, on the loading thread).
 public final class ZipArchive: @unchecked Sendable {
     public let origin: String
     public let storage: ByteStorage

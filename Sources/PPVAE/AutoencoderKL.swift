@@ -50,6 +50,8 @@ public struct VAEPosterior: Sendable {
 /// diffusers' `AutoencoderKL` in float32: encoder, decoder, quant convolutions and the posterior.
 /// Images are [B, C, H, W] in [-1, 1] with H and W multiples of `config.downsamplingFactor`.
 /// Batches run one image at a time through the network, so memory does not grow with the batch.
+/// `@unchecked Sendable`: every stored property is a `let`, and the layers' pointers into `parameters` are
+/// only read; each encode or decode allocates its own activations.
 public final class AutoencoderKL: @unchecked Sendable {
     public let config: VAEConfig
     public let parameters: VAEParameterBuffer

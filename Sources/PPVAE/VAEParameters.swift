@@ -103,6 +103,8 @@ public struct VAEParameterLayout: Sendable {
 }
 
 /// The parameters of one VAE in a single float32 allocation; layers hold pointers into it.
+/// `@unchecked Sendable` because of the raw pointer: the values are written while the buffer is filled
+/// (before it is shared) and only read afterwards.
 public final class VAEParameterBuffer: @unchecked Sendable {
     public let layout: VAEParameterLayout
     /// [layout.totalCount]

@@ -121,8 +121,10 @@ extension PPConvertCommand {
                 // Native folders and train checkpoints record the objective; it is settled before writing.
                 if format == .native || format == .torchTrain { try loaded.requireKnownObjective() }
                 let bar = Progress("writing MiB", total: 0)
+                let sourceHash: (@Sendable () throws -> String?)?
+                if noSourceHash { sourceHash = nil } else { sourceHash = { [input] in try CheckpointLoader.fileSHA256(input) } }
                 let summary = try ContainerConversion.run(loaded, to: output, format: format, dtype: dtype,
-                                                          sourceSHA256: noSourceHash ? nil : { try CheckpointLoader.fileSHA256(input) }, heads: heads,
+                                                          sourceSHA256: sourceHash, heads: heads,
                                                           progress: { done, total in bar.update(done >> 20, of: total >> 20, label: "writing MiB") })
                 print("wrote \(output) (\(format.rawValue)): \(summary.tensorCount) tensors, \(Format.bytes(summary.bytes))")
                 return 0

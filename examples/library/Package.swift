@@ -16,5 +16,5 @@ let package = Package(
     targets: [
         .executableTarget(name: "digits-ppflow", dependencies: [.product(name: "PPFlowKit", package: toolkitIdentity)]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )
