@@ -67,31 +67,41 @@ public enum SafetensorsWriter {
 
     /// Writes `tensors` to `path` atomically (temporary file, flush, rename), streaming each tensor's
     /// bytes from its storage; only a strided (non-contiguous) view is gathered, one at a time.
-    /// Returns the sha256 of the file, computed on a second core while the bytes are written, and
-    /// drops each written range of a mapped source so resident memory stays flat.
+    /// Returns the sha256 of the file, computed on its own thread while the bytes are written (neither
+    /// waits for the other, up to a window), and drops each range of a mapped source once it is both
+    /// written and hashed, so resident memory stays flat.
     @discardableResult
     public static func write(_ tensors: TensorDict, metadata: [(String, String)], to path: String,
                              progress: ((Int, Int) -> Void)? = nil) throws -> String {
         let plan = try layout(tensors, metadata: metadata, origin: path)
         let file = try FileOutput.PendingFile(path: path)
-        let hasher = OverlappedSHA256()
+        let hasher = PipelinedSHA256()
+        // Whatever happens, the hash thread is idle when this returns: the pieces it reads stay valid
+        // until then, and no hash runs on while the process exits after an error.
+        defer { hasher.drain() }
         try file.write(plan.prefix)
-        hasher.update(plan.prefix)
+        let prefix = plan.prefix
+        hasher.enqueue { $0.update(prefix) }
         let chunk = 32 << 20
         for entry in plan.entries {
-            try withRowMajorBytes(entry.tensor) { bytes in
+            let tensor = entry.tensor
+            if tensor.contiguousBytes != nil {
+                // The hash thread reads the same mapped bytes; `tensor` keeps its storage alive.
+                let count = tensor.byteCount
                 var offset = 0
-                while offset < bytes.count {
-                    let piece = UnsafeRawBufferPointer(rebasing: bytes[offset ..< min(offset + chunk, bytes.count)])
-                    // Hash this piece on another thread while this one writes it.
-                    hasher.start(piece)
-                    let written = Result { try file.write(piece) }
-                    hasher.wait()
-                    try written.get()
-                    offset += piece.count
+                while offset < count {
+                    let piece = offset ..< min(offset + chunk, count)
+                    hasher.enqueue { $0.update(UnsafeRawBufferPointer(rebasing: tensor.contiguousBytes![piece])) }
+                    try file.write(UnsafeRawBufferPointer(rebasing: tensor.contiguousBytes![piece]))
+                    offset = piece.upperBound
                 }
+                // Queued after the entry's pieces: runs once they are hashed, and they are written.
+                if let range = tensor.contiguousByteRange { hasher.afterQueued { tensor.storage.dropPages(range) } }
+            } else {
+                let gathered = tensor.rowMajorBytes()
+                hasher.enqueue { $0.update(gathered) }
+                try file.write(gathered)
             }
-            if let range = entry.tensor.contiguousByteRange { entry.tensor.storage.dropPages(range) }
             progress?(entry.end, plan.entries.last?.end ?? 0)
         }
         try file.commit()
@@ -115,30 +125,32 @@ public enum SafetensorsWriter {
     }
 }
 
-/// A SHA-256 that hashes one piece on a dispatch worker while the calling thread writes the same piece.
-/// `@unchecked Sendable` because the hasher and the piece are handed between two threads by hand, never used
-/// by both at once: `start` stores the piece and only then dispatches the update (dispatching orders the
-/// store before the worker runs), and the caller calls nothing else until `wait()` returns, which the
-/// group's leave/wait pair orders after the worker's update. Both threads only read the piece's bytes,
-/// which the caller keeps alive and unchanged until `wait()` returns.
-private final class OverlappedSHA256: @unchecked Sendable {
+/// A SHA-256 of a stream of pieces, hashed in order on its own serial queue while the caller goes on
+/// (writing the same pieces): the output hash and the write share the cores instead of taking turns.
+/// The caller may run at most `window` pieces ahead, which bounds the memory the pieces keep alive.
+/// `@unchecked Sendable` because `hasher` is touched only on the serial `queue` (`finishHex` runs there
+/// too); each piece's closure captures what owns its bytes (a tensor and so its storage, or an array),
+/// so they stay alive until hashed.
+private final class PipelinedSHA256: @unchecked Sendable {
     private var hasher = SHA256()
-    private var piece = UnsafeRawBufferPointer(start: nil, count: 0)
-    private let group = DispatchGroup()
+    private let queue = DispatchQueue(label: "ppflow.safetensors.sha256")
+    private let window = DispatchSemaphore(value: 8)
 
-    /// Hashes `bytes` on the calling thread (no piece may be in flight).
-    func update(_ bytes: [UInt8]) { hasher.update(bytes) }
-
-    /// Starts hashing `bytes` on another thread; call `wait()` before anything else.
-    func start(_ bytes: UnsafeRawBufferPointer) {
-        piece = bytes
-        DispatchQueue.global().async(group: group) { self.hasher.update(self.piece) }
+    /// Runs `update` (which feeds one piece) after every piece queued before it; waits while `window`
+    /// pieces are queued.
+    func enqueue(_ update: @escaping @Sendable (inout SHA256) -> Void) {
+        window.wait()
+        queue.async {
+            update(&self.hasher)
+            self.window.signal()
+        }
     }
 
-    func wait() {
-        group.wait()
-        piece = UnsafeRawBufferPointer(start: nil, count: 0)
-    }
+    /// Runs `body` on the hash thread once every piece queued so far is hashed.
+    func afterQueued(_ body: @escaping @Sendable () -> Void) { queue.async(execute: body) }
 
-    func finishHex() -> String { hasher.finishHex() }
+    /// Waits until every queued piece is hashed.
+    func drain() { queue.sync {} }
+
+    func finishHex() -> String { queue.sync { hasher.finishHex() } }
 }
