@@ -15,7 +15,7 @@ final class VAEKernelTests: XCTestCase {
 
     /// Runs the fast convolution (optionally over `initial` output contents) and the reference.
     private func compare(_ g: Conv2DGeometry, transform: Bool, accumulate: Bool, bias: Bool, budget: Int,
-                         file: StaticString = #filePath, line: UInt = #line) {
+                         algorithm: ConvolutionAlgorithm = .unrolled, file: StaticString = #filePath, line: UInt = #line) {
         var random = SeededRandom(seed: UInt64(g.inChannels * 1000 + g.height * 10 + g.width))
         let input = values(g.inChannels * g.height * g.width, &random)                          // [Cin, H, W]
         let weight = values(g.outChannels * g.patchLength, &random, scale: 0.3)                  // [Cout, Cin·k·k]
@@ -29,14 +29,40 @@ final class VAEKernelTests: XCTestCase {
             biasValues.withOptionalPointer { biasPointer in
                 fast.withUnsafeMutableBufferPointer { out in
                     Kernels.conv2d(input: input, weight: weight, bias: biasPointer, output: out.baseAddress!, geometry: g,
-                                   transform: map, accumulate: accumulate, columnBudget: budget)
+                                   transform: map, accumulate: accumulate, algorithm: algorithm,
+                                   columnBudget: budget, tileBudget: budget)
                 }
             }
         } }
         var expected = Reference.conv2d(input: input, weight: weight, bias: biasValues, geometry: g,
                                         transform: transform ? (scale, shift, true) : nil)
         if accumulate { for i in expected.indices { expected[i] += initial[i] } }
-        assertClose(fast, expected, tolerance: 1e-5, "conv \(g)", file: file, line: line)
+        assertClose(fast, expected, tolerance: 1e-5, "conv \(g) \(algorithm)", file: file, line: line)
+    }
+
+    /// Winograd F(2x2, 3x3) against the definition: odd and even planes (a last tile half outside),
+    /// padding on some sides only, the upsampled plane, the folded GroupNorm+SiLU, accumulation, and tile
+    /// budgets small enough for one tile row per block.
+    func testWinogradConvolutionEqualsReference() {
+        for threads in [1, 2] {
+            Parallel.withThreads(threads) {
+                let odd = Conv2DGeometry.same(inChannels: 5, outChannels: 7, height: 9, width: 11, kernel: 3)
+                compare(odd, transform: true, accumulate: false, bias: true, budget: 1, algorithm: .winograd)
+                compare(odd, transform: false, accumulate: true, bias: false, budget: 16 * 7 * 6 * 2, algorithm: .winograd)
+                compare(odd, transform: true, accumulate: true, bias: true, budget: 1 << 20, algorithm: .winograd)
+                let even = Conv2DGeometry.same(inChannels: 16, outChannels: 16, height: 8, width: 6, kernel: 3)
+                compare(even, transform: false, accumulate: false, bias: true, budget: 16 * 16 * 3 * 2, algorithm: .automatic)
+                let up = Conv2DGeometry.same(inChannels: 3, outChannels: 5, height: 5, width: 6, kernel: 3, upsample: true)
+                compare(up, transform: true, accumulate: false, bias: true, budget: 16 * 5 * 6, algorithm: .winograd)
+                compare(up, transform: false, accumulate: true, bias: true, budget: 1, algorithm: .winograd)
+                let lopsided = Conv2DGeometry(inChannels: 4, outChannels: 3, height: 7, width: 6, kernel: 3,
+                                              padTop: 0, padLeft: 2, padBottom: 1, padRight: 0)
+                XCTAssertEqual([lopsided.outHeight, lopsided.outWidth], [6, 6])
+                compare(lopsided, transform: true, accumulate: false, bias: true, budget: 1, algorithm: .winograd)
+                let tiny = Conv2DGeometry.same(inChannels: 2, outChannels: 3, height: 1, width: 1, kernel: 3)
+                compare(tiny, transform: true, accumulate: false, bias: true, budget: 1 << 20, algorithm: .winograd)
+            }
+        }
     }
 
     func testFastConvolutionEqualsReference() {
