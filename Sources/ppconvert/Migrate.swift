@@ -2,6 +2,7 @@ import ArgumentParser
 import PPCheckpoint
 import PPCLI
 import PPConvert
+import PPFileIO
 import PPJSON
 import PPTensor
 
@@ -31,6 +32,7 @@ extension PPConvertCommand {
         @Option(help: "Number of attention heads, for sources whose metadata does not say.") var heads: Int?
         @Option(help: "Also write the report (the manifest's content) to this file ('-' for stdout).") var json: String?
         @Flag(name: .customLong("no-verify"), help: "Skip running source and converted model.") var noVerify = false
+        @Flag(help: "Replace the --json file if it exists (the PPFlow folders and migration.json are continued, never replaced).") var force = false
 
         func validate() throws {
             if let objective, Objective(userName: objective) == nil { throw ValidationError("--objective must be velocity or epsilon") }
@@ -41,6 +43,7 @@ extension PPConvertCommand {
 
         func run() throws {
             CLI.run("ppconvert migrate") {
+                if let json, json != "-" { try OutputTarget.check(json, kind: .file, force: force) }
                 var migration = Migration(sourceFolder: sourceFolder, destinationFolder: destinationFolder)
                 migration.levels = try CLI.numbers(levels, flag: "--levels", as: Int.self)
                 migration.options.initializer = `init`

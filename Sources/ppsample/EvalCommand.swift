@@ -154,16 +154,18 @@ extension PPSampleCommand {
             abstract: "Train the small classifier whose features the Fréchet distance of `eval` uses (one thread: the same file bit for bit).",
             discussion: """
                 Example (the shipped classifier):
-                  ppsample train-classifier --data examples/digits/digits.safetensors --out examples/digits/digits-classifier.safetensors
+                  ppsample train-classifier --data examples/digits/digits.safetensors --out examples/digits/digits-classifier.safetensors --force
                 """)
 
         @Option(help: "Latents [N,C,H,W] and labels [N].") var data: String
         @Option(help: "The classifier file to write.") var out: String
         @Option(help: "Seed of the initialization, the held-out split and the batches.") var seed: UInt64 = 0
         @Option(help: "Epochs.") var epochs = 40
+        @Flag(help: "Replace OUT if it exists (the shipped classifier, when reproducing it).") var force = false
 
         func run() throws {
             CLI.run("ppsample train-classifier") {
+                try OutputTarget.check(out, kind: .file, force: force)
                 var options = ClassifierTrainingOptions()
                 options.seed = seed
                 options.epochs = epochs

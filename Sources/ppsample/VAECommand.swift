@@ -45,10 +45,12 @@ extension PPSampleCommand {
         @Option(help: "Compare the outputs with the same-named tensors of this file (e.g. written by diffusers); exit 1 above --tolerance.")
         var against: String?
         @Option(help: "Relative error bound ||a-b||/||b|| for --against.") var tolerance: Double = 1e-5
+        @Flag(help: "Replace OUT if it exists.") var force = false
         @OptionGroup var vaeOptions: VAEOptions
 
         func run() throws {
             CLI.run("ppsample vae", threads: vaeOptions.threads) {
+                try OutputTarget.check(out, kind: .file, force: force)
                 let model = try vaeOptions.load(vae)
                 let file = try SafetensorsFile.open(inputs)
                 func input(_ name: String) throws -> VAETensor? {

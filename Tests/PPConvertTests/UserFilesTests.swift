@@ -80,6 +80,31 @@ extension CommandLineTests {
         XCTAssertEqual(try fileBytes("\(folder)/taken.safetensors"), [1, 2, 3])
     }
 
+    /// The VAE parity tool, the classifier trainer and migrate's report file refuse an existing file
+    /// before any work (they used to replace it), and replace it with --force.
+    func testEveryOtherFileOutputIsCheckedFirst() throws {
+        let folder = Paths.scratch(self)
+        let taken = "\(folder)/taken.safetensors"
+        let vae = Paths.fixture("vae-small-v1/vae.zip"), inputs = Paths.fixture("vae-small-v1/ref_vae.safetensors")
+        let commands: [(String, [String])] = [
+            ("ppsample", ["vae", vae, "--inputs", inputs, "--out", taken]),
+            ("ppsample", ["train-classifier", "--data", "\(folder)/missing.safetensors", "--out", taken]),
+            ("ppconvert", ["migrate", "\(folder)/no-such-source", "\(folder)/dst", "--json", taken]),
+        ]
+        for (tool, arguments) in commands {
+            try write([1, 2, 3], to: taken)
+            let r = try run(tool, arguments)
+            XCTAssertEqual(r.status, 73, "\(arguments[0]): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("taken.safetensors") && r.stderr.contains("--force"), r.stderr)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            XCTAssertEqual(try fileBytes(taken), [1, 2, 3])
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/dst"), "checked before any work")
+        let forced = try run("ppsample", ["vae", vae, "--inputs", inputs, "--out", taken, "--force"])
+        XCTAssertEqual(forced.status, 0, forced.stderr)
+        XCTAssertNotNil(try SafetensorsFile.open(taken).tensors["dec"])
+    }
+
     func testSamplingAModelOfUnknownObjectiveIsRefusedBeforeLoading() throws {
         let r = try run("ppsample", [Paths.fixture("sit.pt"), "--heads", "4", "--png", "\(Paths.scratch(self))/g.png"])
         XCTAssertEqual(r.status, 64, r.stderr)
