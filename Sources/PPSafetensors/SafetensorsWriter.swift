@@ -92,6 +92,9 @@ public enum SafetensorsWriter {
                 while offset < count {
                     let piece = offset ..< min(offset + chunk, count)
                     hasher.enqueue { $0.update(UnsafeRawBufferPointer(rebasing: tensor.contiguousBytes![piece])) }
+                    if let range = tensor.contiguousByteRange {
+                        tensor.storage.populate(range.lowerBound + piece.lowerBound ..< range.lowerBound + piece.upperBound)
+                    }
                     try file.write(UnsafeRawBufferPointer(rebasing: tensor.contiguousBytes![piece]))
                     offset = piece.upperBound
                 }
