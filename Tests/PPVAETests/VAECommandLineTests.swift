@@ -21,8 +21,8 @@ final class VAECommandLineTests: XCTestCase {
         XCTAssertTrue(run.stdout.contains("match: 6 tensors within 1.00e-05"), run.stdout)
         let written = try SafetensorsFile.open(out).tensors
         XCTAssertEqual(written.names.sorted(), ["dec", "enc_logvar", "enc_mean", "enc_moments", "enc_sample", "images"])
-        // A tolerance the outputs cannot meet: the comparison fails with exit 1.
-        let strict = try ppsample(["vae", VAEFixture.zip, "--inputs", reference, "--out", out, "--against", reference, "--tolerance", "1e-12"])
+        // A tolerance the outputs cannot meet: the comparison fails with exit 1 (--force: OUT exists now).
+        let strict = try ppsample(["vae", VAEFixture.zip, "--inputs", reference, "--out", out, "--against", reference, "--tolerance", "1e-12", "--force"])
         XCTAssertEqual(strict.status, 1, strict.stdout + strict.stderr)
         XCTAssertTrue(strict.stdout.contains("MISMATCH"), strict.stdout)
     }
