@@ -29,12 +29,14 @@ echo "== 2. convert it to a 2-level PPFlow model: the paper's rule, then the cal
 "$bin/ppconvert" from-dit examples/digits/digits-sit.zip --levels 2 --out "$out/digits-sit-ppf2-calibrated" \
   --init calibrated --data examples/digits/digits.safetensors --json "$out/convert-calibrated-report.json" --force
 
-echo "== 3. fine-tune with recipes/digits-ppf2.json (calibrated conversion, 300 steps)"
+echo "== 3. fine-tune with recipes/digits-ppf2.json and recipes/digits-ppf3.json (calibrated conversions, 300 steps each)"
 "$bin/ppfinetune" --recipe recipes/digits-ppf2.json --out "$out/finetune" --force
+"$bin/ppfinetune" --recipe recipes/digits-ppf3.json --out "$out/finetune-ppf3" --force
 
 echo "== 4. sample digits from the source SiT and from the fine-tuned PPFlow model (same noise, no guidance)"
 "$bin/ppsample" examples/digits/digits-sit.zip --per-class 8 --steps 50 --png "$out/sit-samples.png" --out "$out/sit-samples.safetensors" --force
 "$bin/ppsample" "$out/finetune/final" --per-class 8 --steps 50 --cfg-scales 1 --png "$out/ppflow-samples.png" --out "$out/ppflow-samples.safetensors" --force
+"$bin/ppsample" "$out/finetune-ppf3/final" --per-class 8 --steps 50 --cfg-scales 1 --png "$out/ppflow3-samples.png" --force
 
 echo
 echo "== 5. score samples with the toolkit's own metric (docs/QUALITY.md): 200 unguided samples each, 50 Euler steps"
@@ -51,10 +53,13 @@ printf "%-22s %8s %9s %12s %10s\n" model FD accuracy "GFLOP/image" "ms/image"
 eval_row source-sit examples/digits/digits-sit.zip
 eval_row untuned-ppf2 "$out/digits-sit-ppf2-calibrated"
 eval_row finetuned-ppf2 "$out/finetune/final"
+eval_row finetuned-ppf3 "$out/finetune-ppf3/final"
 echo
 echo "done:"
 echo "  converted models:    $out/digits-sit-ppf2/ and $out/digits-sit-ppf2-calibrated/ (reports: $out/convert-*.json)"
-echo "  fine-tuned model:    $out/finetune/final/ (metrics: $out/finetune/metrics.jsonl, loss curves: $out/finetune/loss-level-*.svg)"
+echo "  fine-tuned models:   $out/finetune/final/ (PPFlow-2; metrics: $out/finetune/metrics.jsonl, loss curves: $out/finetune/loss-level-*.svg)"
+echo "                       and $out/finetune-ppf3/final/ (PPFlow-3)"
 echo "  quality:             $out/eval-*.json (the table above; docs/QUALITY.md has the full measurements)"
 echo "  samples:             $out/sit-samples.png (source SiT) next to $out/ppflow-samples.png (fine-tuned PPFlow-2)"
+echo "                       and $out/ppflow3-samples.png (fine-tuned PPFlow-3)"
 
