@@ -39,8 +39,8 @@ public enum ContainerConversion {
             return existing
         }
         let family = config.levels > 1 ? "PPFlow-\(config.levels)" : source.family
-        let scales: [Double] = config.levels == 3 ? [1.0, 3.5, 3.75] : config.levels == 2 ? [1.0, 3.0] : [4.0]
-        return FromDiT.nativeConfig(for: config, objective: source.objective, cfgScales: scales, family: family, provenance: provenance)
+        return FromDiT.nativeConfig(for: config, objective: source.objective, cfgScales: FromDiT.defaultCFGScales(levels: config.levels),
+                                    family: family, provenance: provenance)
     }
 
     public static func run(_ source: LoadedCheckpoint, to output: String, format: OutputFormat, dtype: OutputDType,

@@ -44,6 +44,7 @@ public enum TrainCheckpointExport {
     public static func write(model: TensorDict, ema: TensorDict, config: ModelConfig, objective: Objective,
                              optimizer: OptimizerState? = nil, cfgScales: [Double]? = nil, to path: String) throws {
         let names = model.names
+        let scales = cfgScales ?? FromDiT.defaultCFGScales(levels: config.levels)
         // AdamW param indices follow model.parameters() order = state_dict order (pos_embed included).
         var state: [(Int64, TorchWriteValue)] = []
         if let optimizer {
@@ -85,7 +86,7 @@ public enum TrainCheckpointExport {
             ("log_every", .int(100)),
             ("ckpt_every", .int(50_000)),
             ("sample_every", .int(10_000)),
-            ("cfg_scales", .list((cfgScales ?? (config.levels == 3 ? [1.0, 3.5, 3.75] : [1.0, 3.0])).map { .float($0) })),
+            ("cfg_scales", .list(scales.map { .float($0) })),
             ("wandb", .bool(false)),
             ("ckpt", .none),
             ("initialize_from", .none),
@@ -105,7 +106,6 @@ public enum TrainCheckpointExport {
             ("args", args),
         ])
         // The toolkit's description record: the file reads back with no flags (heads, objective, pyramid).
-        let scales = cfgScales ?? (config.levels == 3 ? [1.0, 3.5, 3.75] : config.levels == 2 ? [1.0, 3.0] : [4.0])
         let family = config.levels > 1 ? "PPFlow-\(config.levels)" : (objective == .epsilon ? "DiT" : "SiT")
         let description = FromDiT.nativeConfig(for: config, objective: objective, cfgScales: scales, family: family, provenance: JSONObject())
         try TorchWriter.write(root, to: path, archiveName: CheckpointWriter.archiveName(for: path),

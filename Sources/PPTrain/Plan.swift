@@ -35,7 +35,7 @@ public struct FineTunePlan {
     public func lines() -> [String] {
         let c = config
         var out = ["recipe \(recipe.name) (\(recipe.recipePath)), sha256 \(recipe.hash.prefix(16))...: OK",
-                   "model: \(c.levels)-level PPFlow, D \(c.hiddenSize), depth \(c.depth), heads \(c.numHeads), patch \(c.patchSize), latents \(c.inChannels)x\(c.inputSize)x\(c.inputSize), \(c.numClasses) classes, thresholds \(c.thresholds)",
+                   "model: \(c.levels > 1 ? "\(c.levels)-level PPFlow" : "one-level SiT (continued training)"), D \(c.hiddenSize), depth \(c.depth), heads \(c.numHeads), patch \(c.patchSize), latents \(c.inChannels)x\(c.inputSize)x\(c.inputSize), \(c.numClasses) classes, thresholds \(c.thresholds)",
                    "data: \(trainCount) training, \(validationCount) validation samples",
                    "batch \(recipe.batchSize): \(recipe.levelCounts()) samples per level, label dropout \(recipe.labelDropout), attention \(recipe.attention == .perSample ? "per-sample" : "official packing")",
                    "optimizer: AdamW lr \(recipe.learningRate) (\(recipe.schedule.rawValue), warmup \(recipe.warmupSteps), final \(recipe.finalLearningRate)), betas (\(recipe.beta1), \(recipe.beta2)), eps \(recipe.eps), weight decay \(recipe.weightDecay), clip \(recipe.maxGradNorm.map { "\($0)" } ?? "none"); EMA \(recipe.emaDecay)",

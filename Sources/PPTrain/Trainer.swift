@@ -139,15 +139,15 @@ public final class FineTuneRun {
         switch recipe.start {
         case .checkpoint(let path, let heads):
             let loaded = try ModelLoader.load(path, heads: heads, requireObjective: true, verifyHashes: verifyHashes)
-            guard loaded.config.levels > 1 else {
-                throw PPError.badInput(path, "a \(loaded.checkpoint.family) model (1 level); start from a PPFlow model or use start.from_dit")
-            }
             if loaded.checkpoint.objective == .epsilon {
                 throw PPError.badInput(path, "an epsilon (DDPM) model; the trainer fine-tunes velocity (flow) models")
             }
+            // A one-level (SiT) start is continued training: the baseline a pyramid fine-tune is judged against.
+            let levels = loaded.config.levels
             let native = loaded.checkpoint.nativeConfig?.objectValue
-                ?? FromDiT.nativeConfig(for: loaded.config, objective: .velocity, cfgScales: loaded.config.levels == 3 ? [1.0, 3.5, 3.75] : [1.0, 3.0],
-                                        family: "PPFlow-\(loaded.config.levels)", provenance: JSONObject([("source", .string(path))]))
+                ?? FromDiT.nativeConfig(for: loaded.config, objective: .velocity,
+                                        cfgScales: FromDiT.defaultCFGScales(levels: levels),
+                                        family: levels > 1 ? "PPFlow-\(levels)" : "SiT", provenance: JSONObject([("source", .string(path))]))
             return (loaded.config, loaded.parameters().values, native)
         case .fromDiT(let f):
             var options = FromDiTOptions()

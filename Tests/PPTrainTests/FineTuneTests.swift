@@ -152,7 +152,7 @@ final class RecipeValidationTests: XCTestCase {
 
     /// The recipes shipped in recipes/ parse (the XL ones need downloaded files, so only their JSON is checked).
     func testShippedRecipesParse() throws {
-        for name in ["digits-ppf2", "digits-ppf3", "fixture-images"] {
+        for name in ["digits-ppf2", "digits-ppf3", "digits-ppf2-1000", "digits-sit-1000", "fixture-images"] {
             let recipe = try Recipe.load("\(FineTuneSupport.repository)/recipes/\(name).json")
             XCTAssertEqual(recipe.name, name)
         }
@@ -260,6 +260,39 @@ final class FineTuneRunTests: XCTestCase {
         XCTAssertEqual(summary.pictures.count, 2)
         // The checkpoint is a native PPFlow folder the loader reads, holding the EMA weights.
         let final = try ModelLoader.load(summary.finalCheckpoint)
+        XCTAssertEqual(final.parameters().values, run.ema.values)
+    }
+
+    /// A one-level SiT as `start.checkpoint` continues its own training (the baseline a pyramid fine-tune is
+    /// judged against, docs/QUALITY.md): the run starts from the SiT's weights exactly, trains them, and its
+    /// checkpoint is a SiT the loader reads back.
+    func testSiTStartContinuesTraining() throws {
+        let folder = FineTuneSupport.scratch(self)
+        let sitPath = "\(FineTuneSupport.repository)/examples/digits/digits-sit.zip"
+        var r = try JSON.parse(file: "\(FineTuneSupport.repository)/recipes/digits-sit-1000.json").objectValue!
+        r["start"] = .object(JSONObject([("checkpoint", .string(sitPath))]))
+        r["data"] = .object(JSONObject([("train", .array([.string("\(FineTuneSupport.repository)/examples/digits/digits.safetensors")])),
+                                        ("validation_fraction", 0.05)]))
+        r["steps"] = 10; r["batch_size"] = 16; r["validate_every"] = 10; r["checkpoint_every"] = 10; r["validation_samples"] = 64
+        r["learning_rate"] = .object(JSONObject([("schedule", "constant"), ("peak", 1e-4)]))
+        r["output"] = .string("\(folder)/run")
+        try FineTuneSupport.save(r, "\(folder)/r.json")
+        let recipe = try Recipe.load("\(folder)/r.json")
+        try FineTuneRun.prepareFolder(recipe.output, recipe: recipe, resume: false)
+        let run = try FineTuneRun(recipe: recipe, folder: recipe.output, resume: false, log: { _ in })
+        let source = try ModelLoader.load(sitPath).parameters().values
+        XCTAssertEqual(run.ema.values, source)
+        var validations: [ValidationReport] = []
+        try run.run(onStep: { _ in }, onValidation: { validations.append($0) })
+        let summary = try run.finish(seconds: 0)
+        XCTAssertEqual(validations.map(\.step), [0, 10])
+        XCTAssertEqual(validations[1].levelLoss.count, 1)
+        XCTAssertTrue(validations[1].levelLoss[0].isFinite)
+        XCTAssertLessThan(validations[1].levelLoss[0], 1.5 * validations[0].levelLoss[0])
+        XCTAssertNotEqual(run.ema.values, source)
+        let final = try ModelLoader.load(summary.finalCheckpoint)
+        XCTAssertEqual(final.config.levels, 1)
+        XCTAssertEqual(final.checkpoint.family, "SiT")
         XCTAssertEqual(final.parameters().values, run.ema.values)
     }
 }
