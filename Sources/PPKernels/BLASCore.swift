@@ -19,26 +19,42 @@ public enum BLASCore {
 
     /// The OpenBLAS core type this CPU's features support, if better than the generic fallback.
     static func preferredCore() -> String? {
+        guard let flags = cpuFlags() else { return nil }
+        if flags.isSuperset(of: ["avx512f", "avx512dq", "avx512bw", "avx512vl"]) { return "SkylakeX" }
+        if flags.isSuperset(of: ["avx2", "fma"]) { return "Haswell" }
+        return nil
+    }
+
+    static func supportsHaswellKernels() -> Bool { cpuFlags()?.isSuperset(of: ["avx2", "fma"]) ?? false }
+
+    /// The `flags` line of /proc/cpuinfo (nil when it cannot be read).
+    static func cpuFlags() -> Set<String>? {
         guard let file = fopen("/proc/cpuinfo", "r") else { return nil }
         defer { fclose(file) }
         var line = [CChar](repeating: 0, count: 1 << 16)
         while fgets(&line, Int32(line.count), file) != nil {
             let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             guard text.hasPrefix("flags") else { continue }
-            let flags = Set(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init))
-            if flags.isSuperset(of: ["avx512f", "avx512dq", "avx512bw", "avx512vl"]) { return "SkylakeX" }
-            if flags.isSuperset(of: ["avx2", "fma"]) { return "Haswell" }
-            return nil
+            return Set(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init))
         }
         return nil
     }
 
     /// Call first thing in `main`: re-executes the process with a better core type when OpenBLAS fell
     /// back to Prescott on a CPU with AVX2 or AVX-512. Returns normally when nothing needs doing.
-    public static func useCPUKernels() {
+    ///
+    /// `reproducible`: for results that must be the same bit for bit on every machine (the shipped digits
+    /// classifier), run OpenBLAS's `Haswell` kernels on any CPU with AVX2 and FMA. Each kernel family sums
+    /// in its own order, so a Zen 4 (`Cooperlake` kernels) trains a different file from a Zen 1 (`Zen`,
+    /// which are the `Haswell` kernels) or an Intel AVX-512 CPU (`SkylakeX`).
+    public static func useCPUKernels(reproducible: Bool = false) {
         guard getenv("PPFLOW_KEEP_BLAS_CORE") == nil else { return }
         var changed = false
-        if getenv("OPENBLAS_CORETYPE") == nil, name.lowercased() == "prescott", let core = preferredCore() {
+        let current = name.lowercased()
+        if reproducible, getenv("OPENBLAS_CORETYPE") == nil, !["haswell", "zen"].contains(current), supportsHaswellKernels() {
+            setenv("OPENBLAS_CORETYPE", "Haswell", 1)
+            changed = true
+        } else if getenv("OPENBLAS_CORETYPE") == nil, current == "prescott", let core = preferredCore() {
             setenv("OPENBLAS_CORETYPE", core, 1)
             changed = true
         }

@@ -350,5 +350,6 @@ extension PPSampleCommand {
     }
 }
 
-BLASCore.useCPUKernels()
+// train-classifier must write the shipped classifier bit for bit on any machine: fixed BLAS kernels.
+BLASCore.useCPUKernels(reproducible: CommandLine.arguments.dropFirst().first == "train-classifier")
 PPSampleCommand.main()
