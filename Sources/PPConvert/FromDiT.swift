@@ -223,13 +223,13 @@ public enum FromDiT {
                                 calibration: calibrationReport)
     }
 
-    /// config.json of a native folder (everything but model_sha256, which the writer adds).
     /// Guidance scales a native config records when none are given: the paper's FID settings for PPFlow
     /// (no guidance at the coarsest level), DiT's usual 4.0 for a one-level model.
     public static func defaultCFGScales(levels: Int) -> [Double] {
         levels == 3 ? [1.0, 3.5, 3.75] : levels == 2 ? [1.0, 3.0] : [4.0]
     }
 
+    /// config.json of a native folder (everything but model_sha256, which the writer adds).
     public static func nativeConfig(for config: ModelConfig, objective: Objective, cfgScales: [Double], family: String,
                                     provenance: JSONObject) -> JSONObject {
         let layouts = config.levels == 3 ? ["down_square", "down_w", "full"] : config.levels == 2 ? ["down_square", "full"] : ["full"]
