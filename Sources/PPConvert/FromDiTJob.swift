@@ -96,7 +96,7 @@ public struct FromDiTJob {
         if let calibration = result.calibration {
             report["calibration"] = calibration.json
             for fit in calibration.fits {
-                log("calibrated level \(fit.level) (\(fit.layout)) on \(fit.rows) token rows: relative residual \(fit.relativeResidualRepeat) (repeat rule) -> \(fit.relativeResidualFitted)")
+                log("calibrated level \(fit.level) (\(fit.layout)) on \(fit.rows) token rows: relative residual \(Verification.fourDigits(fit.relativeResidualRepeat)) (repeat rule) -> \(Verification.fourDigits(fit.relativeResidualFitted))")
             }
         }
 

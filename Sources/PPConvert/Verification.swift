@@ -134,9 +134,18 @@ public struct Verification {
         ["verification inputs: \(inputs)"] + levels.map { r in
             let verdict = r.required ? (r.passed ? "ok (must match the source)" : "FAILED (must match the source to \(Verification.finestTolerance))")
                                      : "deviation from the source (warm start; fine-tuning closes it)"
-            let baseline = r.repeatRelativeError.map { " (repeat rule: \($0), ratio \((r.relativeError / max($0, 1e-30) * 1000).rounded() / 1000))" } ?? ""
-            return "level \(r.level) \(r.layout.padding(11)) t~\(r.t): relative error \(r.relativeError)\(baseline), max |diff| \(r.maxAbsError)  \(verdict)"
+            let baseline = r.repeatRelativeError.map { " (repeat rule: \(Self.fourDigits($0)), ratio \((r.relativeError / max($0, 1e-30) * 1000).rounded() / 1000))" } ?? ""
+            return "level \(r.level) \(r.layout.padding(11)) t~\(r.t): relative error \(Self.fourDigits(r.relativeError))\(baseline), max |diff| \(Self.fourDigits(r.maxAbsError))  \(verdict)"
         }
+    }
+
+    /// Four significant digits ("0.7567", "3.29", "1.2e-07"): the digits beyond depend on the BLAS kernels
+    /// of the machine (sums in another order); `json` keeps every digit.
+    static func fourDigits(_ value: Double) -> String {
+        guard value != 0 else { return "0" }
+        var buffer = [CChar](repeating: 0, count: 40)
+        _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%.4g", $0) }
+        return String(cString: buffer)
     }
 }
 
