@@ -23,7 +23,7 @@ public struct FromDiTOptions {
     public var progress: ((String, Int, Int) -> Void)? = nil
     public init() {}
 
-    public var resolvedThresholds: [Double] { thresholds ?? (levels == 3 ? [0.5, 0.75] : [0.5]) }
+    public var resolvedThresholds: [Double] { thresholds ?? ModelConfig.officialThresholds(levels: levels) }
     public var resolvedCFGScales: [Double] { cfgScales ?? FromDiT.defaultCFGScales(levels: levels) }
 }
 

@@ -83,23 +83,13 @@ final class DigitsClassifierTests: XCTestCase {
     /// command runs OpenBLAS's Haswell kernels (this test process runs whatever OpenBLAS picked here, so
     /// in-process training matches only on machines that pick those kernels themselves).
     func testTrainingReproducesTheShippedClassifier() throws {
-        let out = Paths.scratch(self) + "/classifier.safetensors"
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        let binaries = FileOutput.directory(of: String(cString: Array(buffer[0..<max(n, 0)]) + [0]))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(binaries)/ppsample")
-        process.arguments = ["train-classifier", "--data", Self.data, "--out", out]
-        var environment = ProcessInfo.processInfo.environment
-        environment["OPENBLAS_CORETYPE"] = nil; environment["PPFLOW_KEEP_BLAS_CORE"] = nil
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output; process.standardError = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, text)
-        XCTAssertEqual(try SHA256.hashFile(out), try SHA256.hashFile(Self.shipped), text)
+        let scratch = Paths.scratch(self)
+        let out = scratch + "/classifier.safetensors"
+        // The command picks its kernels itself unless told otherwise: no override reaches it from here.
+        unsetenv("OPENBLAS_CORETYPE"); unsetenv("PPFLOW_KEEP_BLAS_CORE")
+        let run = try Binaries.run("ppsample", ["train-classifier", "--data", Self.data, "--out", out], scratch: scratch)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertEqual(try SHA256.hashFile(out), try SHA256.hashFile(Self.shipped), run.stdout)
         let written = try DigitsClassifier.read(out)
         XCTAssertEqual(written.widths, [256, 128, 64, 10])
         let accuracy = try XCTUnwrap(written.metadata.first { $0.0 == "held_out_accuracy" }.flatMap { Double($0.1) })
