@@ -37,6 +37,8 @@ public struct EvalJob {
         public var kind: String            // "samples" or "model"
         public var levels: Int?
         public var thresholds: [Double]?
+        /// Per level, the patch directions it cannot see whose noise the sampler removed (nil: none removed).
+        public var unseenDimensions: [Int]?
         public var realCount: Int
         public var classifierMetadata: [(String, String)]
         public var runs: [Run]
@@ -57,7 +59,7 @@ public struct EvalJob {
         if Self.isSamplesFile(input) {
             let samples = try LabeledLatents.read(input)
             let scores = try evaluator.score(samples, file: input)
-            return Report(kind: "samples", levels: nil, thresholds: nil, realCount: evaluator.realCount,
+            return Report(kind: "samples", levels: nil, thresholds: nil, unseenDimensions: nil, realCount: evaluator.realCount,
                           classifierMetadata: classifier.metadata, runs: [Run(seed: nil, scores: scores, cost: nil)])
         }
         let loaded = try ModelLoader.load(input, weights: weights, heads: heads, verifyHashes: verifyHashes)
@@ -76,7 +78,9 @@ public struct EvalJob {
             }
             runs.append(Run(seed: seed, scores: try evaluator.score(samples, file: input), cost: cost))
         }
+        let unseen = UnseenNoisePlan(model: Model(weights: loaded.weights, config: config), objective: objective,
+                                     mode: sampling.unseenNoise)?.dimensions
         return Report(kind: "model", levels: config.levels, thresholds: config.levels > 1 ? config.thresholds : nil,
-                      realCount: evaluator.realCount, classifierMetadata: classifier.metadata, runs: runs)
+                      unseenDimensions: unseen, realCount: evaluator.realCount, classifierMetadata: classifier.metadata, runs: runs)
     }
 }

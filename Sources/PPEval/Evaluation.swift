@@ -98,6 +98,8 @@ public struct EvalSampling: Sendable {
     public var guidance: Guidance?
     /// Samples per model call; one seeded noise chunk per call (seed + chunk index), as `ppsample`.
     public var batch = 100
+    /// What happens to the noise a coarse level cannot see (`UnseenNoise`), as `ppsample`.
+    public var unseenNoise: UnseenNoise = .drop
     public init() {}
 }
 
@@ -130,6 +132,7 @@ public enum ModelSampling {
     public static func sample(_ net: Model, objective: Objective, settings: EvalSampling,
                               progress: ((Int, Int) -> Void)? = nil) throws -> (LabeledLatents, SampleCost) {
         let config = net.config
+        let unseenNoise = UnseenNoisePlan(model: net, objective: objective, mode: settings.unseenNoise)
         let field = CostMeter(try SampleFields.field(model: net, objective: objective, guidance: settings.guidance), config: config)
         let labels = (0..<settings.count).map { Int32($0 % config.numClasses) }
         var values = [Float](); values.reserveCapacity(settings.count * config.inChannels * config.inputSize * config.inputSize)
@@ -140,7 +143,8 @@ public enum ModelSampling {
             let part = Array(labels[(chunk * settings.batch)..<min(settings.count, (chunk + 1) * settings.batch)])
             let start = try SampleStart.seeded(settings.seed &+ UInt64(chunk), batch: part.count, channels: config.inChannels,
                                                side: config.inputSize, labels: part, numClasses: config.numClasses)
-            let result = try Sampler.run(field, start: start, method: settings.method, points: settings.points) { done, _ in
+            let result = try Sampler.run(field, start: start, method: settings.method, points: settings.points,
+                                         unseenNoise: unseenNoise) { done, _ in
                 progress?(chunk * stepsPerChunk + done, chunks * stepsPerChunk)
             }
             values += result.samples

@@ -186,6 +186,13 @@ public final class ModelWeights: @unchecked Sendable {
         return try body(WeightTable(pointers: pointers))
     }
 
+    /// A copy of one tensor's values in row-major order, nil for a name outside the layout.
+    public func floats(_ name: String) -> [Float]? {
+        guard let index = layout.names.firstIndex(of: name) else { return nil }
+        let count = layout.shapes[index].reduce(1, *)
+        return withTable { table in Array(UnsafeBufferPointer(start: table[index], count: count)) }
+    }
+
     /// The weights as flat parameters: the ones it was built from, else a copy of the tensors (for code
     /// that changes or trains them).
     public func parameters() -> ModelParameters {

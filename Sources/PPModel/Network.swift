@@ -61,12 +61,16 @@ public struct LevelGeometry: Sendable, Equatable {
     /// learn_sigma each half of the channels (prediction, sigma) is a level-layout tensor of Cl channels,
     /// so [b, 2, Cl, ...] is rearranged as [2b, Cl, ...].
     public func restore(_ levelImage: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, batch: Int) {
+        restoreLayout(levelImage, into: out, batch: batch * (outputChannels / channels))
+    }
+
+    /// The inverse of `rearrange`: x [b, Cl, Hl, Wl] (this level's layout) -> out [b, C, S, S].
+    public func restoreLayout(_ levelImage: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, batch: Int) {
         let c = channels / layout.channelFactor
-        let halves = batch * (outputChannels / channels)
         switch layout {
-        case .full: out.update(from: levelImage, count: halves * c * side * side)
-        case .square: Kernels.upSquare(levelImage, out, batch: halves, channels: c, height: side, width: side)
-        case .width: Kernels.upW(levelImage, out, batch: halves, channels: c, height: side, width: side)
+        case .full: out.update(from: levelImage, count: batch * c * side * side)
+        case .square: Kernels.upSquare(levelImage, out, batch: batch, channels: c, height: side, width: side)
+        case .width: Kernels.upW(levelImage, out, batch: batch, channels: c, height: side, width: side)
         }
     }
 }

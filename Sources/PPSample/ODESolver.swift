@@ -39,9 +39,11 @@ public enum FixedGridSolver {
     }
 
     /// Integrates `field` from x(0) = `noise` [B, C, S, S] to t = 1 on `timeGrid(points:)` and returns
-    /// x(1) [B, C, S, S]. `progress(interval, intervals)` is called after each interval.
+    /// x(1) [B, C, S, S]. `progress(interval, intervals)` is called after each interval. With `unseenNoise`,
+    /// every evaluation on a finer level than the one before it first gets the noise removal for its time
+    /// (Heun's second stage too, on its own copy).
     public static func integrate(_ field: VelocityField, noise: [Float], labels: [Int32], batch: Int,
-                                 method: ODEMethod, points: Int,
+                                 method: ODEMethod, points: Int, unseenNoise: UnseenNoiseRemoval? = nil,
                                  progress: ((Int, Int) -> Void)? = nil) throws -> [Float] {
         guard points >= 2 else { throw PPError(.usage, "the sampler needs at least 2 time points (1 step), got \(points)") }
         guard batch > 0, labels.count == batch, noise.count % batch == 0 else {
@@ -49,9 +51,14 @@ public enum FixedGridSolver {
         }
         let grid = timeGrid(points: points)
         var x = noise  // [B, C, S, S]
+        var level = unseenNoise?.level(grid[0]) ?? 0  // the level x's noise was last treated for
         for i in 0..<(points - 1) {
             let t0 = grid[i], t1 = grid[i + 1]
             let dt = t1 - t0
+            if let unseenNoise, unseenNoise.level(t0) != level {
+                unseenNoise.apply(&x, from: level, to: unseenNoise.level(t0), t: t0)
+                level = unseenNoise.level(t0)
+            }
             let k1 = try field.velocity(x: x, t: t0, labels: labels, batch: batch)  // [B, C, S, S]
             switch method {
             case .euler:
@@ -60,6 +67,7 @@ public enum FixedGridSolver {
                 // Stage 2 at y0 + dt·k1 (beta = [[1]]), time t1; then y0 + dt·(k1/2 + k2/2).
                 var stage = x  // [B, C, S, S]
                 for j in stage.indices { stage[j] = x[j] + k1[j] * dt }
+                if let unseenNoise { unseenNoise.apply(&stage, from: level, to: unseenNoise.level(t1), t: t1) }
                 let k2 = try field.velocity(x: stage, t: t1, labels: labels, batch: batch)  // [B, C, S, S]
                 let half = dt * 0.5
                 for j in x.indices { x[j] += k1[j] * half + k2[j] * half }

@@ -39,6 +39,8 @@ extension PPSampleCommand {
         @Option(help: "Guided channels: 3 or all.") var cfgChannels: GuidanceChannels = .all
         @Option(help: "Other switch points for a pyramid model, e.g. 0.3 or 0.4,0.7.") var thresholds: String?
         @Option(help: "Samples per model call.") var batch = 100
+        @Option(help: "Starting noise a coarse level cannot see (an untuned conversion's), where a finer level takes over: drop all of it, remove the flow's share (flow), or keep it as the official sampler does (drop | flow | keep).")
+        var unseenNoise: UnseenNoise = .drop
         @Option(help: "Objective when the checkpoint does not record one: velocity | epsilon.") var objective: String?
         @Flag(help: "Print a JSON report on stdout.") var json = false
         @OptionGroup var modelOptions: ModelOptions
@@ -59,6 +61,7 @@ extension PPSampleCommand {
                 job.sampling.points = steps
                 job.sampling.method = ODEMethod(name: sampler)!
                 job.sampling.batch = batch
+                job.sampling.unseenNoise = unseenNoise
                 let scales = try CLI.numbers(cfgScales, flag: "--cfg-scales", as: Float.self)
                 job.sampling.guidance = scales.allSatisfy { $0 == 1 } ? nil : Guidance(scales: scales, channels: cfgChannels)
                 job.seeds = try CLI.numbers(seeds, flag: "--seeds", as: UInt64.self)
@@ -89,6 +92,7 @@ extension PPSampleCommand {
             let accuracy = r.classifierMetadata.first { $0.0 == "held_out_accuracy" }?.1 ?? "?"
             lines.append("\(job.input): \(r.kind), against \(r.realCount) real rows of \(job.dataPath) (classifier held-out accuracy \(accuracy), real-vs-real FD \(floor))")
             if let t = r.thresholds { lines.append("thresholds \(t.map { Format.fixed($0, 3) }.joined(separator: ","))") }
+            if let d = r.unseenDimensions { lines.append("unseen noise: \(job.sampling.unseenNoise.rawValue) where a finer level takes over (directions per patch each level cannot see: \(d.map(String.init).joined(separator: ", ")))") }
             for run in r.runs {
                 var line = run.seed.map { "seed \($0): " } ?? ""
                 line += "FD \(Format.fixed(run.scores.frechetDistance, 3))"
@@ -121,6 +125,8 @@ extension PPSampleCommand {
                     ("count", .int(Int64(job.sampling.count))), ("time_points", .int(Int64(job.sampling.points))),
                     ("sampler", .string(job.sampling.method.rawValue)), ("cfg_scales", .array(cfgScales.map { .double(Double($0)) })),
                     ("levels", .int(Int64(r.levels ?? 1))), ("thresholds", .array((r.thresholds ?? []).map { .double($0) })),
+                    ("unseen_noise", .string(job.sampling.unseenNoise.rawValue)),
+                    ("unseen_dimensions", r.unseenDimensions.map { .array($0.map { .int(Int64($0)) }) } ?? .null),
                 ]))))
             }
             fields.append(("runs", .array(r.runs.map { run in

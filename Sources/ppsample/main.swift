@@ -40,6 +40,7 @@ extension GuidanceChannels: ExpressibleByArgument {
 }
 
 extension WeightsChoice: ExpressibleByArgument {}
+extension UnseenNoise: ExpressibleByArgument {}
 
 struct ModelOptions: ParsableArguments {
     @Option(help: "Number of attention heads when no metadata says.") var heads: Int?
@@ -93,6 +94,8 @@ extension PPSampleCommand {
         @Option(help: "The VAE's latent shift factor (default: its config.json's, else none).") var shiftFactor: Float?
         @Option(help: "PNG grid pixel upscale factor (default 4, 1 with --vae).") var upscale: Int?
         @Option(help: "Objective when the checkpoint does not record one: velocity | epsilon.") var objective: String?
+        @Option(help: "Starting noise a coarse level cannot see (an untuned conversion's), where a finer level takes over: drop all of it, remove the flow's share (flow), or keep it as the official sampler does (drop | flow | keep).")
+        var unseenNoise: UnseenNoise = .drop
         @Flag(help: "Print a JSON report (timings, model evaluations) on stdout.") var json = false
         @OptionGroup var modelOptions: ModelOptions
 
@@ -162,6 +165,7 @@ extension PPSampleCommand {
                     starts = chunks
                 }
                 let method = ODEMethod(name: sampler)!
+                let unseenPlan = UnseenNoisePlan(model: net, objective: objective, mode: unseenNoise)
                 let total = starts.count * (steps - 1)
                 let bar = Progress("sampling", total: total)
                 var samples: [Float] = [], allLabels: [Int32] = []
@@ -169,7 +173,7 @@ extension PPSampleCommand {
                 var shape: [Int] = []
                 let sampleStart = CLI.now()
                 for (index, s) in starts.enumerated() {
-                    let result = try Sampler.run(field, start: s, method: method, points: steps) { done, _ in
+                    let result = try Sampler.run(field, start: s, method: method, points: steps, unseenNoise: unseenPlan) { done, _ in
                         bar.update(index * (steps - 1) + done)
                     }
                     samples += result.samples
@@ -205,6 +209,8 @@ extension PPSampleCommand {
                     try CLI.writeJSON(.object(JSONObject([
                         ("model", .string(model)), ("objective", .string(objective.rawValue)), ("levels", .int(Int64(config.levels))),
                         ("sampler", .string(method.rawValue)), ("time_points", .int(Int64(steps))),
+                        ("unseen_noise", .string(unseenNoise.rawValue)),
+                        ("unseen_dimensions", unseenPlan.map { .array($0.dimensions.map { .int(Int64($0)) }) } ?? .null),
                         ("samples", .int(Int64(allLabels.count))), ("guidance", .array((guidance?.scales ?? []).map { .double(Double($0)) })),
                         ("model_evaluations", .int(Int64(evaluations))), ("evaluations_saved_by_scale_1", .int(Int64(saved))),
                         ("sampling_seconds", .double(sampleSeconds)), ("seconds_per_image", .double(sampleSeconds / Double(max(allLabels.count, 1)))),

@@ -40,7 +40,9 @@ do {
     let side = converted.config.inputSize
     let start = try SampleStart.seeded(0, batch: classes, channels: converted.config.inChannels, side: side,
                                        labels: (0..<classes).map(Int32.init), numClasses: classes)
-    let result = try Sampler.run(field, start: start, method: .heun, points: 16)
+    // As ppsample does by default: the noise the coarse level cannot see is removed where the finer level takes over.
+    let unseenNoise = UnseenNoisePlan(model: model, objective: source.objective)
+    let result = try Sampler.run(field, start: start, method: .heun, points: 16, unseenNoise: unseenNoise)
     print("sampled \(classes) digits (\(result.count.evaluations) model evaluations, \(result.count.savedEvaluations) saved by guidance 1 at the coarse level):")
 
     // Text picture: each digit at half resolution (2x2 averages of channel 0), values -1...1 as shades.
