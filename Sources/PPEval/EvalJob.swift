@@ -68,19 +68,20 @@ public struct EvalJob {
         if let thresholds { config = try ModelSampling.withThresholds(config, thresholds) }
         var objective = loaded.checkpoint.objective
         if objective == .unknown, let given = self.objective { objective = given }
+        let unseenNoise = UnseenNoisePlan(model: Model(weights: loaded.weights, config: config), objective: objective,
+                                          mode: sampling.unseenNoise)
         var runs: [Run] = []
         for seed in seeds {
             var settings = sampling
             settings.seed = seed
             let net = Model(weights: loaded.weights, config: config)
-            let (samples, cost) = try ModelSampling.sample(net, objective: objective, settings: settings) { done, total in
+            let (samples, cost) = try ModelSampling.sample(net, objective: objective, settings: settings,
+                                                           unseenNoise: unseenNoise) { done, total in
                 progress?("seed \(seed)", done, total)
             }
             runs.append(Run(seed: seed, scores: try evaluator.score(samples, file: input), cost: cost))
         }
-        let unseen = UnseenNoisePlan(model: Model(weights: loaded.weights, config: config), objective: objective,
-                                     mode: sampling.unseenNoise)?.dimensions
         return Report(kind: "model", levels: config.levels, thresholds: config.levels > 1 ? config.thresholds : nil,
-                      unseenDimensions: unseen, realCount: evaluator.realCount, classifierMetadata: classifier.metadata, runs: runs)
+                      unseenDimensions: unseenNoise?.dimensions, realCount: evaluator.realCount, classifierMetadata: classifier.metadata, runs: runs)
     }
 }

@@ -129,10 +129,10 @@ final class CostMeter: VelocityField {
 public enum ModelSampling {
     /// Loads nothing: samples `net` (already configured, thresholds included) for `objective`, labels
     /// 0, 1, ..., K-1, 0, 1, ... (balanced classes), and reports the cost. `progress(done, total)` counts solver steps.
-    public static func sample(_ net: Model, objective: Objective, settings: EvalSampling,
+    /// `unseenNoise`: the plan for `net` under `settings.unseenNoise` (found once per model by the caller).
+    public static func sample(_ net: Model, objective: Objective, settings: EvalSampling, unseenNoise: UnseenNoisePlan?,
                               progress: ((Int, Int) -> Void)? = nil) throws -> (LabeledLatents, SampleCost) {
         let config = net.config
-        let unseenNoise = UnseenNoisePlan(model: net, objective: objective, mode: settings.unseenNoise)
         let field = CostMeter(try SampleFields.field(model: net, objective: objective, guidance: settings.guidance), config: config)
         let labels = (0..<settings.count).map { Int32($0 % config.numClasses) }
         var values = [Float](); values.reserveCapacity(settings.count * config.inChannels * config.inputSize * config.inputSize)
